@@ -1,0 +1,85 @@
+package spool
+
+import (
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// dirSyncer shares directory fsyncs between concurrent callers (group
+// commit). A caller makes its change to the directory (rename, unlink) and
+// then calls sync, which returns once an fsync that started after the call
+// has completed. One goroutine runs the fsyncs: it takes every request that
+// is waiting, fsyncs once, and answers them all; requests that arrive
+// meanwhile form the next batch.
+type dirSyncer struct {
+	dir    *os.File
+	fsync  func() error // dir.Sync; replaced in tests
+	reqs   chan chan error
+	mu     sync.RWMutex // held for reading while sending on reqs
+	closed bool
+	done   chan struct{}
+	syncs  atomic.Int64 // directory fsyncs issued, for tests and benchmarks
+}
+
+var errSyncerClosed = errors.New("spool: closed")
+
+func newDirSyncer(path string) (*dirSyncer, error) {
+	d, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &dirSyncer{dir: d, fsync: d.Sync, reqs: make(chan chan error, 256), done: make(chan struct{})}
+	go s.run()
+	return s, nil
+}
+
+func (s *dirSyncer) run() {
+	defer close(s.done)
+	batch := make([]chan error, 0, 256)
+	for first := range s.reqs {
+		batch = append(batch[:0], first)
+	gather:
+		for {
+			select {
+			case r, ok := <-s.reqs:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, r)
+			default:
+				break gather
+			}
+		}
+		err := s.fsync()
+		s.syncs.Add(1)
+		for _, r := range batch {
+			r <- err
+		}
+	}
+}
+
+// sync waits for an fsync of the directory that began after the call.
+func (s *dirSyncer) sync() error {
+	done := make(chan error, 1)
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return errSyncerClosed
+	}
+	s.reqs <- done
+	s.mu.RUnlock()
+	return <-done
+}
+
+func (s *dirSyncer) close() error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.reqs)
+	}
+	s.mu.Unlock()
+	<-s.done
+	return s.dir.Close()
+}
