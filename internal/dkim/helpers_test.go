@@ -151,7 +151,7 @@ func rawSign(t *testing.T, msg string, key crypto.Signer, tags map[string]string
 	if l, ok := tags["l"]; ok {
 		var err error
 		if limit, err = parseDecimal(l, 20); err != nil {
-			t.Fatal(err)
+			limit = -1 // a malformed l= the verifier must refuse
 		}
 	}
 	bh := sha256.New()
