@@ -194,7 +194,13 @@ func (c *Client) query(ctx context.Context, host string, qtype uint16) ([]mdns.R
 			return nil, name, Result{}, err
 		}
 		res.Authentic = res.Authentic && r.AuthenticatedData
-		rrs, end, pending := followChain(r.Answer, name, qtype, seen)
+		// Names off the wire are in presentation form (RFC 4343 escapes),
+		// so the chain starts at the question as the response spells it.
+		start := name
+		if len(r.Question) == 1 && strings.EqualFold(UnescapeTXT(r.Question[0].Name), UnescapeTXT(name)) {
+			start = r.Question[0].Name
+		}
+		rrs, end, pending := followChain(r.Answer, start, qtype, seen)
 		if len(rrs) > 0 {
 			return rrs, end, res, nil
 		}

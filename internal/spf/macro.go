@@ -134,14 +134,14 @@ func parseMacroBody(body string, exp bool) (macroToken, error) {
 
 // macroEnv holds the values the macro letters expand to.
 type macroEnv struct {
-	sender   string // s
-	local    string // l
-	domain   string // o
-	current  string // d
-	ip       net.IP // i, c, v
-	helo     string // h
-	receiver string // r
-	now      int64  // t
+	sender   string                      // s
+	local    string                      // l
+	domain   string                      // o
+	current  string                      // d
+	ip       net.IP                      // i, c, v
+	helo     string                      // h
+	receiver string                      // r
+	now      int64                       // t
 	ptr      func(current string) string // p
 }
 

@@ -52,8 +52,10 @@ type Records struct {
 }
 
 // normalize gives the zone's key form of a name: lower case, no final dot,
-// IP addresses turned into their reverse names.
+// IP addresses turned into their reverse names, and the presentation-form
+// escapes miekg/dns puts in names off the wire (\DDD, \X) undone.
 func normalize(name string) string {
+	name = dns.UnescapeTXT(name)
 	if ip := net.ParseIP(name); ip != nil {
 		if arpa, err := mdns.ReverseAddr(name); err == nil {
 			name = arpa
