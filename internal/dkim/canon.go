@@ -37,8 +37,8 @@ func readHeader(br *bufio.Reader) ([]field, error) {
 			return fields, nil
 		}
 		content := strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-		if content == "" && strings.HasSuffix(line, "\n") {
-			return fields, nil // end of header
+		if content == "" {
+			return fields, nil // the empty line ending the header, or EOF
 		}
 		line = content + "\r\n"
 		if (content[0] == ' ' || content[0] == '\t') && len(fields) > 0 {

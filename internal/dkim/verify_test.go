@@ -278,7 +278,7 @@ func TestWithoutB(t *testing.T) {
 	for in, want := range map[string]string{
 		"DKIM-Signature: a=1; b=abc\r\n def; bh=xyz\r\n": "DKIM-Signature: a=1; b=; bh=xyz\r\n",
 		"DKIM-Signature: a=1; bh=xyz; b=abc\r\n def\r\n": "DKIM-Signature: a=1; bh=xyz; b=\r\n",
-		"DKIM-Signature: a=1; bh=xyz;\r\n b = abc;\r\n":   "DKIM-Signature: a=1; bh=xyz;\r\n b =;\r\n",
+		"DKIM-Signature: a=1; bh=xyz;\r\n b = abc;\r\n":  "DKIM-Signature: a=1; bh=xyz;\r\n b =;\r\n",
 	} {
 		if got := withoutB(in); got != want {
 			t.Errorf("withoutB(%q) = %q, want %q", in, got, want)
