@@ -437,3 +437,23 @@ func isTopLabel(s string) bool {
 	}
 	return alpha
 }
+
+// String returns the record in its canonical form: "v=spf1", the
+// mechanisms, then redirect=, exp= and the unknown modifiers.
+func (r *Record) String() string {
+	var b strings.Builder
+	b.WriteString("v=spf1")
+	for _, m := range r.Mechanisms {
+		b.WriteString(" " + m.String())
+	}
+	if r.Redirect != "" {
+		b.WriteString(" redirect=" + r.Redirect)
+	}
+	if r.Exp != "" {
+		b.WriteString(" exp=" + r.Exp)
+	}
+	for _, m := range r.Modifiers {
+		b.WriteString(" " + m.Name + "=" + m.Value)
+	}
+	return b.String()
+}
