@@ -28,7 +28,12 @@ type TLSA struct {
 // Errors are *net.DNSError: IsNotFound is set for NXDOMAIN and for a name
 // that exists without records of the asked type (NODATA); IsTemporary for
 // SERVFAIL, timeouts and network errors. Callers distinguish "none" from
-// "temperror" with those two flags alone.
+// "temperror" with those two flags alone (IsNotFound and IsTemporary in
+// this package test them).
+//
+// Names given may be relative or absolute; names returned (MX hosts, PTR
+// names, canonical names) are absolute, with the trailing dot. CNAME
+// chains are followed to the asked type.
 type Resolver interface {
 	// LookupTXT returns each TXT record with its character-strings joined
 	// (RFC 7208 3.3).

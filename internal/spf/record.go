@@ -57,7 +57,12 @@ func (m Mechanism) String() string {
 	b.WriteString(m.Name)
 	switch m.Name {
 	case "ip4", "ip6":
-		b.WriteString(":" + m.Net.String())
+		ones, _ := m.Net.Mask.Size()
+		addr := m.Net.IP.String()
+		if m.Name == "ip6" && m.Net.IP.To4() != nil {
+			addr = "::ffff:" + addr // net.IP prints a mapped address as IPv4
+		}
+		fmt.Fprintf(&b, ":%s/%d", addr, ones)
 	default:
 		if m.DomainSpec != "" {
 			b.WriteString(":" + m.DomainSpec)

@@ -189,7 +189,8 @@ func init() {
 		"resolution-with-10-lookups", "mx-resolution-10-terms", "mx-resolution-11-terms",
 		"one-mx-not-found", "all-mx-not-found", "include-not-found", "redirect-not-found",
 	} {
-		suiteSkips["blitirispf-tests.yml:"+name] = "single-label domains are malformed under RFC 7208 4.3 and 7.1"
+		suiteSkips["blitirispf-tests.yml:"+name] = "single-label domains are malformed under RFC 7208 4.3 and 7.1 " +
+			"(posthorn: none; pyspf 2.0.14 gives permerror for all seven, also against this file)"
 	}
 }
 
