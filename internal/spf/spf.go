@@ -41,6 +41,7 @@ const DefaultExplanation = "%{i} is not one of %{d}'s designated mail senders"
 
 // Options are what Check needs besides the identity being checked.
 type Options struct {
+	// Resolver answers the DNS questions; required.
 	Resolver dns.Resolver
 	// Now gives %{t} in explanations; time.Now when nil.
 	Now func() time.Time
