@@ -161,7 +161,8 @@ func defaultHostname() string {
 	return h
 }
 
-// Validate checks a Config built in code (Parse and Load validate already).
+// Validate checks a Config built in code, normalising its domain names
+// to lowercased A-labels (Parse and Load validate already).
 func Validate(c *Config) error {
 	r := &reporter{file: c.File}
 	validate(c, r)
