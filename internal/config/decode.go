@@ -437,7 +437,8 @@ func validate(c *Config, r *reporter) {
 			if ap, err := netip.ParseAddrPort(a); err == nil {
 				norm = ap.String()
 			}
-			if prev, dup := seen[norm]; dup {
+			// Port 0 lets the kernel choose a free port each time (tests).
+			if prev, dup := seen[norm]; dup && !strings.HasSuffix(norm, ":0") {
 				r.add(p, "%q is already used by listen.%s: each address can serve one role", a, prev)
 				continue
 			}

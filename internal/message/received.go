@@ -58,7 +58,7 @@ func Received(r ReceivedInfo) []byte {
 	}
 	if r.TLS != nil {
 		b.WriteString("\r\n\t(version=")
-		b.WriteString(tls.VersionName(r.TLS.Version))
+		b.WriteString(strings.ReplaceAll(tls.VersionName(r.TLS.Version), " ", ""))
 		b.WriteString(" cipher=")
 		b.WriteString(tls.CipherSuiteName(r.TLS.CipherSuite))
 		b.WriteByte(')')

@@ -79,9 +79,10 @@ func (l *Limits) setDefaults() {
 	}
 }
 
-// Authenticator checks a user's password.
+// Authenticator checks a user's password; an error is a temporary
+// failure to check (454), not a wrong password.
 type Authenticator interface {
-	Authenticate(ctx context.Context, user, password string) bool
+	Authenticate(ctx context.Context, user, password string) (bool, error)
 }
 
 // Options configures a Server.

@@ -21,9 +21,9 @@ import (
 // users is the account table of these tests.
 type users map[string]string
 
-func (u users) Authenticate(_ context.Context, user, pass string) bool {
+func (u users) Authenticate(_ context.Context, user, pass string) (bool, error) {
 	p, ok := u[user]
-	return ok && p == pass
+	return ok && p == pass, nil
 }
 
 type harness struct {

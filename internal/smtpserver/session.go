@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/posthorn/posthorn/internal/auth"
 	"github.com/posthorn/posthorn/internal/message"
 	"github.com/posthorn/posthorn/internal/policy"
 	"github.com/posthorn/posthorn/internal/smtp"
@@ -762,93 +762,68 @@ func (s *session) cmdAuth(arg string) error {
 	}
 	mech, initial, hasInitial := strings.Cut(arg, " ")
 	mech = strings.ToUpper(mech)
-	var user, pass string
-	switch mech {
-	case "PLAIN":
-		resp, err := s.saslResponse("", initial, hasInitial)
+	var tempErr error
+	sasl, err := auth.NewSASL(mech, func(user, pass string) bool {
+		ok, err := s.srv.o.Auth.Authenticate(context.Background(), user, pass)
 		if err != nil {
-			return s.saslError(err)
+			tempErr = err
 		}
-		// RFC 4616: [authzid] NUL authcid NUL passwd
-		parts := strings.Split(string(resp), "\x00")
-		if len(parts) != 3 || parts[0] != "" && parts[0] != parts[1] {
-			return s.refuse(smtp.R(501, "5.5.2", "Malformed PLAIN response"))
-		}
-		user, pass = parts[1], parts[2]
-	case "LOGIN":
-		u, err := s.saslResponse("VXNlcm5hbWU6", initial, hasInitial) // "Username:"
-		if err != nil {
-			return s.saslError(err)
-		}
-		p, err := s.saslResponse("UGFzc3dvcmQ6", "", false) // "Password:"
-		if err != nil {
-			return s.saslError(err)
-		}
-		user, pass = string(u), string(p)
-	default:
+		return ok
+	})
+	if err != nil {
 		return s.refuse(smtp.R(504, "5.5.4", "Unrecognized authentication mechanism; use PLAIN or LOGIN"))
 	}
-	if user != "" && s.srv.o.Auth.Authenticate(context.Background(), user, pass) {
+	var resp []byte
+	if hasInitial {
+		resp = []byte(initial)
+	}
+	for {
+		challenge, done, err := sasl.Next(resp)
+		if done {
+			return s.authResult(mech, sasl.User(), err, tempErr)
+		}
+		s.reply(smtp.Reply{Code: 334, Lines: []string{string(challenge)}})
+		if !s.flush() {
+			return io.ErrClosedPipe
+		}
+		s.tc.timeout = s.srv.o.Limits.CommandTimeout
+		line, err := smtp.ReadCommandLine(s.br, smtp.CommandLineLimit)
+		switch {
+		case err == nil:
+		case errors.Is(err, smtp.ErrLineTooLong), errors.Is(err, smtp.ErrBareLF), errors.Is(err, smtp.ErrBareCR):
+			line = "!" // not base64: the exchange fails as malformed
+		default:
+			return err
+		}
+		resp = []byte(line)
+	}
+}
+
+// authResult answers the end of a SASL exchange (RFC 4954 6).
+func (s *session) authResult(mech, user string, err, tempErr error) error {
+	switch {
+	case err == nil:
 		s.authUser = user
 		s.log.Info("authenticated", "user", user, "mech", mech)
 		s.reply(smtp.R(235, "2.7.0", "Authentication successful"))
 		return nil
+	case tempErr != nil:
+		s.log.Error("account lookup failed", "err", tempErr)
+		s.reply(smtp.R(454, "4.7.0", "Temporary authentication failure; try again later"))
+		return nil
+	case errors.Is(err, auth.ErrCanceled):
+		return s.refuse(smtp.R(501, "5.7.0", "Authentication cancelled"))
+	case errors.Is(err, auth.ErrBadBase64), errors.Is(err, auth.ErrMalformed):
+		return s.refuse(smtp.R(501, "5.5.2", "Cannot decode the authentication response"))
 	}
-	// The user name is logged to help the admin; the password never is.
-	s.log.Warn("authentication failed", "client", s.ip.String(), "user", smtp.Printable(user), "mech", mech)
+	// The password never reaches a log; failures count against the IP.
+	s.log.Warn("authentication failed", "client", s.ip.String(), "mech", mech)
 	if s.srv.authFailed(s.ip) {
 		s.reply(smtp.R(535, "5.7.8", "Authentication credentials invalid"))
 		s.reply(smtp.R(421, "4.7.0", "Too many failed logins from your address; try again later"))
 		return errClose
 	}
 	return s.refuse(smtp.R(535, "5.7.8", "Authentication credentials invalid"))
-}
-
-var (
-	errSASLCancel = errors.New("sasl cancelled")
-	errSASLBase64 = errors.New("sasl base64")
-)
-
-// saslResponse gets one client response: the initial response if given,
-// else after a 334 challenge. "=" is the empty response (RFC 4954 4).
-func (s *session) saslResponse(challenge, initial string, hasInitial bool) ([]byte, error) {
-	line := initial
-	if !hasInitial {
-		s.reply(smtp.Reply{Code: 334, Lines: []string{challenge}})
-		if !s.flush() {
-			return nil, io.ErrClosedPipe
-		}
-		s.tc.timeout = s.srv.o.Limits.CommandTimeout
-		var err error
-		line, err = smtp.ReadCommandLine(s.br, smtp.CommandLineLimit)
-		if err != nil {
-			if errors.Is(err, smtp.ErrLineTooLong) || errors.Is(err, smtp.ErrBareLF) || errors.Is(err, smtp.ErrBareCR) {
-				return nil, errSASLBase64
-			}
-			return nil, err
-		}
-	}
-	if line == "*" {
-		return nil, errSASLCancel
-	}
-	if line == "=" {
-		return nil, nil
-	}
-	b, err := base64.StdEncoding.DecodeString(line)
-	if err != nil {
-		return nil, errSASLBase64
-	}
-	return b, nil
-}
-
-func (s *session) saslError(err error) error {
-	switch {
-	case errors.Is(err, errSASLCancel):
-		return s.refuse(smtp.R(501, "5.7.0", "Authentication cancelled"))
-	case errors.Is(err, errSASLBase64):
-		return s.refuse(smtp.R(501, "5.5.2", "Cannot decode base64 response"))
-	}
-	return err
 }
 
 // timeoutConn sets a read deadline before every read, so each stage of the

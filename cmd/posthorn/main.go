@@ -1,0 +1,61 @@
+// Command posthorn is a mail transfer agent: it receives, stores and delivers mail over SMTP.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `posthorn: a mail transfer agent
+
+Usage:
+  posthorn serve [-c FILE]                 run the MTA (no -c: the embedded development default)
+  posthorn check-config [-c FILE]          validate a configuration and exit
+  posthorn user add|passwd|delete|list     manage submission accounts (password read from stdin or a prompt)
+  posthorn version
+
+Run "posthorn COMMAND -h" for the flags of a command.
+`
+
+func main() {
+	ctx, stop := signalContext()
+	code := run(ctx, os.Args, os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// signalContext is done on SIGTERM or SIGINT: serve then drains and stops.
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}
+
+// run dispatches to a subcommand and returns the exit code.
+func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	if len(args) < 2 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[1], args[2:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, stdout, stderr)
+	case "check-config":
+		return runCheckConfig(rest, stdout, stderr)
+	case "user":
+		return runUser(ctx, rest, stdin, stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "posthorn", version)
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "posthorn: unknown command %q (see posthorn help)\n", cmd)
+	return 2
+}
+
+var version = "dev"

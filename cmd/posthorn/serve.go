@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/posthorn/posthorn/internal/auth"
+	"github.com/posthorn/posthorn/internal/certs"
+	"github.com/posthorn/posthorn/internal/config"
+	"github.com/posthorn/posthorn/internal/delivery"
+	"github.com/posthorn/posthorn/internal/directory"
+	"github.com/posthorn/posthorn/internal/maildir"
+	"github.com/posthorn/posthorn/internal/policy"
+	"github.com/posthorn/posthorn/internal/queue"
+	"github.com/posthorn/posthorn/internal/smtpserver"
+	"github.com/posthorn/posthorn/internal/spool"
+)
+
+// drainTime is how long SIGTERM lets sessions in progress finish.
+const drainTime = 30 * time.Second
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("c", "", "configuration `file` (default: the embedded development configuration)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*file)
+	if err != nil {
+		fmt.Fprintln(stderr, "posthorn:", err)
+		return 1
+	}
+	log := newLogger(cfg, stderr)
+	if err := serve(ctx, cfg, log, stdout); err != nil {
+		log.Error("posthorn stopped", "err", err)
+		fmt.Fprintln(stderr, "posthorn:", err)
+		return 1
+	}
+	return 0
+}
+
+// loadConfig reads file, or the embedded default when file is "".
+func loadConfig(file string) (*config.Config, error) {
+	if file == "" {
+		return config.Default(), nil
+	}
+	return config.Load(file)
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// accountsPath is where `posthorn user` keeps the submission accounts.
+func accountsPath(cfg *config.Config) string { return filepath.Join(cfg.DataDir, "accounts") }
+
+// serve wires the parts together and runs until ctx is done.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.Writer) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	accounts, err := openAccounts(cfg)
+	if err != nil {
+		return fmt.Errorf("accounts: %w", err)
+	}
+	dir, err := newDirectory(cfg, accounts)
+	if err != nil {
+		return err
+	}
+	sp, err := spool.Open(spool.Options{Dir: filepath.Join(cfg.DataDir, "spool"), Logger: log})
+	if err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
+	defer sp.Close()
+
+	certFile, keyFile, _ := cfg.TLSFiles()
+	cert, created, err := certs.LoadOrCreate(certFile, keyFile, cfg.Hostname)
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("made a self-signed TLS certificate", "cert", certFile, "key", keyFile)
+	}
+
+	var q *queue.Manager
+	forward := func(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), to []string) error {
+		return requeue(ctx, sp, q, env, body, to)
+	}
+	router := delivery.New(delivery.Options{
+		Directory: dir,
+		MailRoot:  filepath.Join(cfg.DataDir, "mail"),
+		Maildir:   &maildir.Deliverer{Hostname: cfg.Hostname},
+		Forward:   forward,
+		Logger:    log,
+	})
+	q = queue.New(queue.Options{
+		Spool:       sp,
+		Deliver:     router.Deliver,
+		Logger:      log,
+		FirstRetry:  cfg.Queue.FirstRetry,
+		MaxRetry:    cfg.Queue.MaxRetry,
+		MaxLifetime: cfg.Queue.Lifetime,
+	})
+	if err := q.Start(ctx); err != nil {
+		return fmt.Errorf("queue: %w", err)
+	}
+
+	pol := policy.New(policy.Options{
+		LocalDomain: dir.IsLocalDomain,
+		LocalRecipient: func(addr string) (bool, error) {
+			_, err := dir.Resolve(addr)
+			if errors.Is(err, directory.ErrUnknownUser) || errors.Is(err, directory.ErrBadAddress) {
+				return false, nil
+			}
+			return err == nil, err
+		},
+		PostmasterDomain: firstDomain(cfg),
+		TrustedNetworks:  cfg.Relay.TrustedNetworks,
+		SenderMustOwn:    cfg.Submission.SenderMustOwn,
+		Owns:             accounts.Owns,
+	})
+	srv := smtpserver.New(smtpserver.Options{
+		Hostname: cfg.Hostname,
+		Spool:    sp,
+		Queued:   func(env *spool.Envelope) { q.Submit(env.ID) },
+		Policy:   pol,
+		Auth:     accounts,
+		TLS:      certs.ServerConfig(cert),
+		Limits: smtpserver.Limits{
+			MessageSize:      cfg.Limits.MessageSize,
+			Recipients:       cfg.Limits.Recipients,
+			Connections:      cfg.Limits.Connections,
+			ConnectionsPerIP: cfg.Limits.ConnectionsPerIP,
+			CommandTimeout:   cfg.Limits.CommandTimeout,
+			DataTimeout:      cfg.Limits.DataTimeout,
+			ErrorsPerSession: cfg.Limits.ErrorsPerSession,
+			AuthFailuresIP:   cfg.Limits.AuthFailuresPerIP,
+		},
+		Logger: log,
+	})
+
+	// Listen on everything before serving anything: a port that cannot be
+	// had stops the start, nothing runs half-configured.
+	var lns []bound
+	for _, l := range []struct {
+		role  smtpserver.Role
+		addrs []string
+	}{
+		{smtpserver.RoleSMTP, cfg.Listen.SMTP},
+		{smtpserver.RoleSubmission, cfg.Listen.Submission},
+		{smtpserver.RoleSubmissions, cfg.Listen.Submissions},
+	} {
+		for _, a := range l.addrs {
+			ln, err := net.Listen(listenNetwork(a), a)
+			if err != nil {
+				for _, b := range lns {
+					b.ln.Close()
+				}
+				return fmt.Errorf("cannot listen for %s on %s: %w", l.role, a, err)
+			}
+			lns = append(lns, bound{ln, l.role})
+		}
+	}
+	errc := make(chan error, len(lns))
+	for _, b := range lns {
+		go func() {
+			if err := srv.Serve(b.ln, b.role); err != nil && !errors.Is(err, smtpserver.ErrServerClosed) {
+				errc <- fmt.Errorf("%s listener %s: %w", b.role, b.ln.Addr(), err)
+			}
+		}()
+	}
+	printBanner(stdout, cfg, lns)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: draining sessions", "max_wait", drainTime)
+	case runErr = <-errc:
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), drainTime)
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		log.Warn("sessions cut off at the end of the drain time", "err", err)
+	}
+	qctx, qcancel := context.WithTimeout(context.Background(), drainTime)
+	defer qcancel()
+	if err := q.Stop(qctx); err != nil {
+		log.Warn("deliveries cut off at shutdown; they will be retried", "err", err)
+	}
+	log.Info("stopped")
+	return runErr
+}
+
+// listenNetwork keeps an IPv6 literal listener IPv6-only, so that
+// "0.0.0.0:25" and "[::]:25" can both be listened on, as configured.
+func listenNetwork(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.To4() == nil {
+			return "tcp6"
+		}
+		return "tcp4"
+	}
+	return "tcp"
+}
+
+func firstDomain(cfg *config.Config) string {
+	if len(cfg.Domains) > 0 {
+		return cfg.Domains[0].Name
+	}
+	return cfg.Hostname
+}
+
+func newDirectory(cfg *config.Config, accounts *auth.Store) (*directory.Directory, error) {
+	var doms []directory.Domain
+	for _, d := range cfg.Domains {
+		doms = append(doms, directory.Domain{
+			Name: d.Name, AcceptAny: d.AcceptAny, CatchAll: d.CatchAll, Mailboxes: d.Mailboxes, Delivery: d.Delivery,
+		})
+	}
+	dir, err := directory.New(directory.Options{
+		Domains:             doms,
+		Aliases:             cfg.Aliases,
+		SubaddressDelimiter: cfg.Addressing.SubaddressDelimiter,
+		UserExists:          accounts.Exists,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("directory: %w", err)
+	}
+	return dir, nil
+}
+
+// requeue puts a copy of env's message into the queue for the addresses
+// an alias forwards to.
+func requeue(ctx context.Context, sp *spool.Spool, q *queue.Manager, env *spool.Envelope, body func() (io.ReadCloser, error), to []string) error {
+	rc, err := body()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	w, err := sp.Create()
+	if err != nil {
+		return err
+	}
+	defer w.Abort()
+	if _, err := io.Copy(w, rc); err != nil {
+		return err
+	}
+	fwd := spool.Envelope{
+		From: env.From, Arrival: time.Now(), SMTPUTF8: env.SMTPUTF8, Body: env.Body,
+		EnvID: env.EnvID, Ret: env.Ret, Listener: "forward", ClientAddr: env.ClientAddr,
+	}
+	for _, a := range to {
+		fwd.Recipients = append(fwd.Recipients, spool.Recipient{Addr: a})
+	}
+	if err := w.Commit(ctx, &fwd); err != nil {
+		return err
+	}
+	q.Submit(fwd.ID)
+	return nil
+}
+
+// bound is a listening socket and what it is for.
+type bound struct {
+	ln   net.Listener
+	role smtpserver.Role
+}
+
+// printBanner tells a newcomer where posthorn listens and how to try it.
+func printBanner(w io.Writer, cfg *config.Config, lns []bound) {
+	var parts []string
+	smtpAddr := ""
+	for _, b := range lns {
+		parts = append(parts, b.role.String()+" "+b.ln.Addr().String())
+		if b.role == smtpserver.RoleSMTP && smtpAddr == "" {
+			smtpAddr = b.ln.Addr().String()
+		}
+	}
+	fmt.Fprintf(w, "posthorn %s: listening on %s\n", version, strings.Join(parts, ", "))
+	fmt.Fprintf(w, "data in %s; local mail lands in %s\n", cfg.DataDir, filepath.Join(cfg.DataDir, "mail", "<domain>", "<user>", "new"))
+	if smtpAddr != "" && len(cfg.Domains) > 0 {
+		fmt.Fprintf(w, "try it: printf 'Subject: hello\\r\\n\\r\\nIt works.\\r\\n' | curl -sS smtp://%s --mail-from you@%s --mail-rcpt you@%s -T -\n",
+			smtpAddr, cfg.Domains[0].Name, cfg.Domains[0].Name)
+	}
+}

@@ -1,0 +1,126 @@
+// Package delivery routes each recipient of a queued message to the agent that delivers it.
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/posthorn/posthorn/internal/directory"
+	"github.com/posthorn/posthorn/internal/maildir"
+	"github.com/posthorn/posthorn/internal/queue"
+	"github.com/posthorn/posthorn/internal/spool"
+)
+
+// Options configures a Router.
+type Options struct {
+	Directory *directory.Directory
+	// MailRoot holds the Maildirs: MailRoot/<domain>/<local-part>/.
+	MailRoot string
+	Maildir  *maildir.Deliverer
+	// Remote delivers recipients at other domains; nil leaves them queued
+	// (deferred) until a remote agent is configured.
+	Remote queue.DeliverFunc
+	// Forward queues a copy of the message for addresses an alias points
+	// to at other domains; nil defers such recipients.
+	Forward func(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), to []string) error
+	Logger  *slog.Logger
+}
+
+// Router is a queue.DeliverFunc: local recipients go to their Maildirs,
+// forwarded ones back into the queue, remote ones to Options.Remote.
+type Router struct{ o Options }
+
+// New returns a Router.
+func New(o Options) *Router {
+	if o.Maildir == nil {
+		o.Maildir = &maildir.Deliverer{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Router{o: o}
+}
+
+// Deliver implements queue.DeliverFunc.
+func (r *Router) Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int) []queue.Outcome {
+	out := make([]queue.Outcome, len(rcpts))
+	var remote []int // positions in rcpts
+	for i, idx := range rcpts {
+		addr := env.Recipients[idx].Addr
+		domain := addr[strings.LastIndexByte(addr, '@')+1:]
+		if !r.o.Directory.IsLocalDomain(domain) {
+			remote = append(remote, i)
+			continue
+		}
+		out[i] = r.deliverLocal(ctx, env, body, addr)
+	}
+	if len(remote) > 0 {
+		if r.o.Remote == nil {
+			for _, i := range remote {
+				out[i] = queue.Outcome{Status: queue.Deferred, Detail: "remote delivery is not enabled yet; the message stays queued"}
+			}
+		} else {
+			idx := make([]int, len(remote))
+			for j, i := range remote {
+				idx[j] = rcpts[i]
+			}
+			for j, o := range r.o.Remote(ctx, env, body, idx) {
+				out[remote[j]] = o
+			}
+		}
+	}
+	return out
+}
+
+// deliverLocal delivers to every mailbox an address resolves to. If any
+// mailbox fails temporarily the whole recipient is retried: a mailbox
+// that already got it may get it twice, which at-least-once allows.
+func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), addr string) queue.Outcome {
+	res, err := r.o.Directory.Resolve(addr)
+	switch {
+	case errors.Is(err, directory.ErrUnknownUser):
+		// Accepted at RCPT time, gone since (account deleted).
+		return queue.Outcome{Status: queue.Failed, Detail: "550 5.1.1 no such user here"}
+	case err != nil:
+		return queue.Outcome{Status: queue.Deferred, Detail: "directory lookup failed: " + err.Error()}
+	}
+	for _, m := range res.Local {
+		if m.Delivery != "" && m.Delivery != "maildir" {
+			return queue.Outcome{Status: queue.Deferred, Detail: fmt.Sprintf("delivery %q is not available in this version; the message stays queued", m.Delivery)}
+		}
+		path, err := r.toMaildir(ctx, env, body, m)
+		if err != nil {
+			r.o.Logger.Warn("maildir delivery failed", "id", env.ID, "rcpt", addr, "mailbox", m.Address(), "err", err)
+			return queue.Outcome{Status: queue.Deferred, Detail: "maildir: " + err.Error()}
+		}
+		r.o.Logger.Info("delivered", "id", env.ID, "rcpt", addr, "mailbox", m.Address(), "agent", "maildir", "path", path)
+	}
+	if len(res.Forward) > 0 {
+		if r.o.Forward == nil {
+			return queue.Outcome{Status: queue.Deferred, Detail: "forwarding is not enabled; the message stays queued"}
+		}
+		if err := r.o.Forward(ctx, env, body, res.Forward); err != nil {
+			return queue.Outcome{Status: queue.Deferred, Detail: "forwarding: " + err.Error()}
+		}
+		r.o.Logger.Info("forwarded", "id", env.ID, "rcpt", addr, "to", strings.Join(res.Forward, ","))
+	}
+	return queue.Outcome{Status: queue.Delivered, Detail: "delivered"}
+}
+
+func (r *Router) toMaildir(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), m directory.Mailbox) (string, error) {
+	rc, err := body()
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	dir := filepath.Join(r.o.MailRoot, m.Domain, m.LocalPart)
+	// RFC 5321 4.4: the final delivery adds Return-Path; Delivered-To
+	// (as Postfix and qmail write it) lets loops be seen.
+	hdr := "Return-Path: <" + env.From + ">\r\nDelivered-To: " + m.Address() + "\r\n"
+	return r.o.Maildir.Deliver(ctx, dir, "", []byte(hdr), rc)
+}
