@@ -162,6 +162,7 @@ func TestEvaluate(t *testing.T) {
 		{"dkim aligned but fail", Input{FromDomain: "example.com", DKIM: []DKIMResult{{Domain: "example.com", Result: "fail"}}}, StatusFail, PolicyReject, false, false},
 		{"dkim third party", Input{FromDomain: "example.com", DKIM: pass("esp.example.net")}, StatusFail, PolicyReject, false, false},
 		{"strict dkim subdomain", Input{FromDomain: "strict.test", DKIM: pass("mail.strict.test")}, StatusFail, PolicyReject, false, false},
+		{"spf domain given as address", Input{FromDomain: "example.com", SPFResult: "pass", SPFDomain: "bounce@mail.example.com"}, StatusPass, PolicyNone, true, false},
 		{"strict spf exact", Input{FromDomain: "strict.test", SPFResult: "pass", SPFDomain: "STRICT.test."}, StatusPass, PolicyNone, true, false},
 		{"existing subdomain uses sp", Input{FromDomain: "mail.example.com"}, StatusFail, PolicyQuarantine, false, false},
 		{"non-existent subdomain uses np", Input{FromDomain: "ghost.example.com"}, StatusFail, PolicyReject, false, false},

@@ -92,8 +92,9 @@ func Evaluate(ctx context.Context, resolver dns.Resolver, in Input) Result {
 	}
 
 	var tempErr error
-	if strings.EqualFold(in.SPFResult, "pass") && in.SPFDomain != "" {
-		ok, err := c.aligned(ctx, author, in.SPFDomain, rec.ASPF)
+	spfDomain := in.SPFDomain[strings.LastIndexByte(in.SPFDomain, '@')+1:] // tolerate a whole address
+	if strings.EqualFold(in.SPFResult, "pass") && spfDomain != "" {
+		ok, err := c.aligned(ctx, author, spfDomain, rec.ASPF)
 		if err != nil {
 			tempErr = err
 		}
