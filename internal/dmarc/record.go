@@ -54,7 +54,7 @@ type Record struct {
 	Pct    int
 	RF, RI string
 
-	// Unknown lists tags we ignored (unknown or with an invalid value), for
+	// Ignored lists tags we ignored (unknown or with an invalid value), for
 	// diagnostics.
 	Ignored []string
 }
