@@ -116,6 +116,7 @@ type item struct {
 	running bool // an attempt is in flight
 	again   bool // Submit while running: attempt again at once
 	held    bool
+	deleted bool // Delete while running: forget it when the attempt ends
 }
 
 // New returns a Manager; nothing happens until Start.
@@ -248,10 +249,13 @@ func (m *Manager) Hold(id string) error {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if it := m.items[id]; it != nil {
-		it.held = true
-		m.unschedule(it)
+	it := m.items[id]
+	if it == nil {
+		it = &item{id: id, index: -1}
+		m.items[id] = it
 	}
+	it.held = true
+	m.unschedule(it)
 	return nil
 }
 
@@ -267,6 +271,82 @@ func (m *Manager) Release(id string) error {
 	m.mu.Unlock()
 	m.Submit(id)
 	return nil
+}
+
+// RetryAll asks for an attempt at once of every message that is not held
+// (`posthorn queue retry --all`, Postfix's flush) and returns how many
+// messages that concerns.
+func (m *Manager) RetryAll() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped {
+		return 0
+	}
+	now := m.opts.Now()
+	n := 0
+	for _, it := range m.items {
+		switch {
+		case it.held || it.deleted:
+			continue
+		case it.running:
+			it.again = true
+		default:
+			m.schedule(it, now)
+		}
+		n++
+	}
+	return n
+}
+
+// Delete removes id from the schedule and durably from the spool, without
+// a bounce (Postfix's postsuper -d). An attempt in flight cannot be
+// recalled: recipients it reaches get the message, but its outcomes are
+// not recorded and the message is not attempted again. Deleting a message
+// that is not in the spool fails with spool.ErrNotFound.
+func (m *Manager) Delete(id string) error {
+	if _, err := m.opts.Spool.Load(id); err != nil {
+		return fmt.Errorf("queue: delete: %w", err)
+	}
+	m.mu.Lock()
+	if it := m.items[id]; it != nil {
+		m.unschedule(it)
+		if it.running {
+			it.deleted = true
+		} else {
+			delete(m.items, id)
+		}
+	}
+	m.mu.Unlock()
+	if err := m.opts.Spool.Remove(id); err != nil {
+		return fmt.Errorf("queue: delete: %w", err)
+	}
+	m.log.Info("queue: message deleted by the administrator", "queue_id", id)
+	return nil
+}
+
+// MessageStatus is what the scheduler knows of one message.
+type MessageStatus struct {
+	// Due is when the next attempt is scheduled; zero while held or
+	// while an attempt is running.
+	Due     time.Time
+	Running bool // an attempt is in flight
+	Held    bool
+}
+
+// Status returns the scheduling state of id, and false when the Manager
+// does not know the message.
+func (m *Manager) Status(id string) (MessageStatus, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	it := m.items[id]
+	if it == nil || it.deleted {
+		return MessageStatus{}, false
+	}
+	st := MessageStatus{Running: it.running, Held: it.held}
+	if it.index >= 0 {
+		st.Due = it.due
+	}
+	return st, true
 }
 
 // Stop stops scheduling and waits for the attempts in flight. If ctx ends
@@ -376,6 +456,9 @@ func (m *Manager) attempt(ctx context.Context, id string) {
 	m.running--
 	it := m.items[id]
 	it.running = false
+	if it.deleted {
+		res = gone
+	}
 	switch res {
 	case gone:
 		delete(m.items, id)
@@ -467,6 +550,10 @@ func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 		// Durable before acted on: otherwise a crash here would resend
 		// to recipients already done, or lose a failure.
 		if err := sp.UpdateRecipients(id, updates...); err != nil {
+			if errors.Is(err, spool.ErrNotFound) {
+				log.Info("queue: message deleted during its delivery attempt")
+				return gone, time.Time{}
+			}
 			log.Error("queue: cannot record delivery outcomes; will attempt again", "err", err)
 			return retry, now.Add(m.opts.FirstRetry)
 		}
