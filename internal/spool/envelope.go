@@ -14,7 +14,13 @@ type Envelope struct {
 	Recipients []Recipient `json:"rcpts"`
 	Arrival    time.Time   `json:"arrival"`
 	// Size is the number of bytes written to the Writer; set by Commit.
+	// The message as delivered is Prepend followed by those bytes.
 	Size int64 `json:"size"`
+	// Prepend holds the header fields posthorn adds at the top of the
+	// message (Received, Authentication-Results, DKIM-Signature…), known
+	// only once the whole message has been read. It is stored with the
+	// envelope, so the client's bytes are written once, as they stream in.
+	Prepend string `json:"prepend,omitempty"`
 
 	SMTPUTF8 bool `json:"smtputf8,omitempty"`
 	// Body is the BODY= parameter: "7BIT", "8BITMIME", "BINARYMIME" or "".

@@ -160,12 +160,14 @@ func encodeRecord(ev Event) ([]byte, error) {
 	return append(b, js...), nil
 }
 
-// bodyReader serves the body section of a message file. While it is read
-// front to back it checksums what it returns and reports ErrCorrupt
-// instead of io.EOF on a mismatch; after a Seek elsewhere than the start it
-// no longer checks.
+// bodyReader serves the prepended header fields and then the body section
+// of a message file. While it is read front to back it checksums the body
+// and reports ErrCorrupt instead of io.EOF on a mismatch; after a Seek
+// elsewhere than the start it no longer checks.
 type bodyReader struct {
 	f        *os.File
+	prepend  string
+	pos      int64 // offset in prepend+body
 	sr       *io.SectionReader
 	want     uint32
 	crc      hash.Hash32
@@ -173,9 +175,10 @@ type bodyReader struct {
 	id       string
 }
 
-func newBodyReader(f *os.File, h header) *bodyReader {
+func newBodyReader(f *os.File, h header, prepend string) *bodyReader {
 	return &bodyReader{
 		f:        f,
+		prepend:  prepend,
 		sr:       io.NewSectionReader(f, headerSize, int64(h.bodyLen)),
 		want:     h.bodyCRC,
 		crc:      crc32.New(castagnoli),
@@ -185,7 +188,13 @@ func newBodyReader(f *os.File, h header) *bodyReader {
 }
 
 func (r *bodyReader) Read(p []byte) (int, error) {
+	if r.pos < int64(len(r.prepend)) {
+		n := copy(p, r.prepend[r.pos:])
+		r.pos += int64(n)
+		return n, nil
+	}
 	n, err := r.sr.Read(p)
+	r.pos += int64(n)
 	if r.checking {
 		r.crc.Write(p[:n])
 		if errors.Is(err, io.EOF) && r.crc.Sum32() != r.want {
@@ -196,15 +205,26 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 }
 
 func (r *bodyReader) Seek(offset int64, whence int) (int64, error) {
-	pos, err := r.sr.Seek(offset, whence)
-	if err != nil {
-		return pos, err
+	size := int64(len(r.prepend)) + r.sr.Size()
+	switch whence {
+	case io.SeekCurrent:
+		offset += r.pos
+	case io.SeekEnd:
+		offset += size
 	}
+	if offset < 0 {
+		return r.pos, errors.New("spool: seek before start")
+	}
+	bodyOff := max(offset-int64(len(r.prepend)), 0)
+	if _, err := r.sr.Seek(bodyOff, io.SeekStart); err != nil {
+		return r.pos, err
+	}
+	r.pos = offset
 	// Rewinding to the start (a delivery retried on the same reader)
 	// restarts the check; anything else ends it.
-	r.checking = pos == 0
+	r.checking = offset == 0
 	r.crc.Reset()
-	return pos, nil
+	return offset, nil
 }
 
 func (r *bodyReader) Close() error { return r.f.Close() }

@@ -272,9 +272,10 @@ func (s *Spool) History(id string) ([]Event, error) {
 	return ev, err
 }
 
-// Body returns the message bytes of id. When read sequentially to the end
-// the reader verifies the body checksum and fails with ErrCorrupt instead of
-// returning io.EOF if it does not match.
+// Body returns the message of id as it is to be delivered: the envelope's
+// Prepend header fields, then the bytes written. When read sequentially to
+// the end the reader verifies the body checksum and fails with ErrCorrupt
+// instead of returning io.EOF if it does not match.
 func (s *Spool) Body(id string) (io.ReadSeekCloser, error) {
 	if !validID(id) {
 		return nil, ErrBadID
@@ -286,12 +287,12 @@ func (s *Spool) Body(id string) (io.ReadSeekCloser, error) {
 		}
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	h, err := readHeader(f, id)
+	p, err := parseFile(f, id)
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	return newBodyReader(f, h), nil
+	return newBodyReader(f, p.hdr, p.env.Prepend), nil
 }
 
 // UpdateRecipients durably records new per-recipient state: when it returns

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"os"
 	"time"
@@ -75,6 +76,24 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return n, w.err
 	}
 	return n, nil
+}
+
+// Written returns a reader over the message bytes written so far, for
+// checks that need the whole message before Commit (DKIM, DMARC). It
+// reads the file, not memory; the Writer must not be written to while the
+// reader is in use.
+func (w *Writer) Written() (io.Reader, error) {
+	if w.ended {
+		return nil, ErrClosed
+	}
+	if w.err != nil {
+		return nil, w.err
+	}
+	if err := w.bw.Flush(); err != nil {
+		w.err = fmt.Errorf("spool: %s: %w", w.id, err)
+		return nil, w.err
+	}
+	return io.NewSectionReader(w.f, headerSize, w.n), nil
 }
 
 // Commit stores the message durably. It sets env.ID and env.Size (and
