@@ -35,11 +35,13 @@ func (p *prober) dial(ctx context.Context, addr, label string, implicit *tls.Con
 	cctx, cancel := context.WithTimeout(ctx, p.o.ConnectTimeout)
 	defer cancel()
 	start := time.Now()
+	p.connected = false
 	nc, err := p.o.Dial(cctx, "tcp", addr)
 	if err != nil {
 		return nil, smtp.Reply{}, 0, err
 	}
 	took := time.Since(start)
+	p.connected = true
 	c := &conn{ctx: ctx, nc: nc, step: p.o.StepTimeout, log: p.transcript, label: label}
 	// The total deadline interrupts a blocked read at once.
 	c.stop = context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) }) //nolint:errcheck
@@ -70,6 +72,16 @@ func (c *conn) deadline() {
 	c.nc.SetDeadline(d) //nolint:errcheck // a closed conn fails the next read anyway
 }
 
+// pastDeadline reports whether the total deadline has passed (the
+// connection's deadline may fire a moment before the context's timer).
+func (c *conn) pastDeadline() bool {
+	if c.ctx.Err() != nil {
+		return true
+	}
+	d, ok := c.ctx.Deadline()
+	return ok && !time.Now().Before(d)
+}
+
 func (c *conn) record(dir, line string) {
 	if c.log == nil || len(*c.log) >= maxTranscript {
 		return
@@ -89,8 +101,8 @@ func (c *conn) read() (smtp.Reply, error) {
 	c.deadline()
 	r, err := smtp.ReadReply(c.br)
 	if err != nil {
-		if c.ctx.Err() != nil {
-			err = fmt.Errorf("total deadline reached: %w", c.ctx.Err())
+		if c.pastDeadline() {
+			err = fmt.Errorf("total deadline reached: %w", err)
 		}
 		c.note("error: %v", err)
 		return r, err

@@ -20,6 +20,7 @@ type prober struct {
 	name       string // host name for SNI and certificate checks; "" for an IP
 	addr       string // "ip:port" or "host:port" to dial
 	srvname    string // first word of the greeting
+	connected  bool   // the last dial got a TCP connection
 }
 
 // ProbeHost probes one SMTP server. host is a name or IP, port its port,
@@ -49,7 +50,7 @@ func probeHost(ctx context.Context, host, addr string, port int, mode Mode, o Op
 	}
 	p.addr = net.JoinHostPort(addr, strconv.Itoa(port))
 	p.main(ctx)
-	if h.Reachable {
+	if h.Greeting != "" {
 		if o.Enumerate {
 			p.enumerate(ctx)
 		}
@@ -93,9 +94,11 @@ func (p *prober) main(ctx context.Context) {
 	}
 	if err != nil {
 		h.Error = err.Error()
-		if h.Mode == ModeSubmissions && took > 0 {
+		if p.connected {
 			h.Reachable = true
-			h.TLS = &TLSReport{Implicit: true, Error: err.Error(), Chain: []CertInfo{}}
+			if h.Mode == ModeSubmissions && strings.HasPrefix(err.Error(), "TLS handshake") {
+				h.TLS = &TLSReport{Implicit: true, Error: err.Error(), Chain: []CertInfo{}}
+			}
 		}
 		return
 	}

@@ -65,7 +65,7 @@ func certInfo(c *x509.Certificate, now time.Time) CertInfo {
 	for _, ip := range c.IPAddresses {
 		ci.SANs = append(ci.SANs, ip.String())
 	}
-	if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+	if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil {
 		ci.SelfSigned = true
 	}
 	return ci
