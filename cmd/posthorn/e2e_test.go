@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/posthorn/posthorn/internal/dns/dnstest"
 )
 
 // The end-to-end tests run the real posthorn: the test binary re-executes
@@ -36,6 +36,7 @@ type daemon struct {
 	dir    string
 	config string
 	addrs  map[string]string // role -> address, from the start banner
+	dns    *dnstest.Server   // the only DNS the daemon asks
 
 	mu     sync.Mutex
 	logs   []string
@@ -46,7 +47,7 @@ type daemon struct {
 // testConfig is a configuration on loopback with ports chosen by the
 // kernel, the domain example.test (accounts and aliases) and localhost
 // (any local part).
-func testConfig(dir, extra string) string {
+func testConfig(dir, dnsAddr, extra string) string {
 	return fmt.Sprintf(`hostname = "mx.example.test"
 data_dir = %q
 log_level = "debug"
@@ -67,19 +68,28 @@ accept_any = true
 [aliases]
 "postmaster@example.test" = ["bob@example.test"]
 "team@example.test" = ["bob@example.test", "carol@localhost"]
-%s`, filepath.Join(dir, "data"), extra)
+
+[dns]
+servers = [%q]
+%s`, filepath.Join(dir, "data"), dnsAddr, extra)
 }
 
-// startDaemon writes the config (if not there) and starts posthorn serve.
+// startDaemon writes the config and starts posthorn serve. Its DNS is an
+// in-process server on loopback (empty zone unless the test fills it):
+// nothing a test does reaches a real resolver. A restart in the same dir
+// reuses the config but gets a new DNS server.
 func startDaemon(t *testing.T, dir, extraConfig string) *daemon {
 	t.Helper()
+	return startDaemonDNS(t, dir, extraConfig, dnstest.NewServer(t, dnstest.Zone{}))
+}
+
+func startDaemonDNS(t *testing.T, dir, extraConfig string, dnsSrv *dnstest.Server) *daemon {
+	t.Helper()
 	cfg := filepath.Join(dir, "posthorn.toml")
-	if _, err := os.Stat(cfg); err != nil {
-		if err := os.WriteFile(cfg, []byte(testConfig(dir, extraConfig)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(cfg, []byte(testConfig(dir, dnsSrv.Addr(), extraConfig)), 0o600); err != nil {
+		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, config: cfg, addrs: map[string]string{}, notify: make(chan struct{}, 1), exited: make(chan error, 1)}
+	d := &daemon{t: t, dir: dir, config: cfg, dns: dnsSrv, addrs: map[string]string{}, notify: make(chan struct{}, 1), exited: make(chan error, 1)}
 	d.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	d.cmd.Env = append(os.Environ(), "POSTHORN_E2E_ARGS=serve\x1f-c\x1f"+cfg)
 	stdout, _ := d.cmd.StdoutPipe()
@@ -203,6 +213,3 @@ func maildirFiles(t *testing.T, dir string) []string {
 	}
 	return out
 }
-
-var _ = io.EOF
-var _ = context.Background

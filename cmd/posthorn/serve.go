@@ -18,6 +18,7 @@ import (
 	"github.com/posthorn/posthorn/internal/config"
 	"github.com/posthorn/posthorn/internal/delivery"
 	"github.com/posthorn/posthorn/internal/directory"
+	"github.com/posthorn/posthorn/internal/dns"
 	"github.com/posthorn/posthorn/internal/maildir"
 	"github.com/posthorn/posthorn/internal/policy"
 	"github.com/posthorn/posthorn/internal/queue"
@@ -135,12 +136,19 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		SenderMustOwn:    cfg.Submission.SenderMustOwn,
 		Owns:             accounts.Owns,
 	})
+	resolver := dns.NewClient(dns.ClientOptions{Servers: cfg.DNS.Servers})
+	check, dropHeader, err := newChecks(cfg, resolver, pol, log)
+	if err != nil {
+		return err
+	}
 	srv := smtpserver.New(smtpserver.Options{
 		Hostname: cfg.Hostname,
 		Spool:    sp,
 		Queued:   func(env *spool.Envelope) { q.Submit(env.ID) },
-		Policy:   pol,
-		Auth:     accounts,
+		Policy:     pol,
+		Check:      check,
+		DropHeader: dropHeader,
+		Auth:       accounts,
 		TLS:      certs.ServerConfig(cert),
 		Limits: smtpserver.Limits{
 			MessageSize:      cfg.Limits.MessageSize,

@@ -33,6 +33,30 @@ type Config struct {
 	Submission Submission
 	Limits     Limits
 	Queue      Queue
+	DNS        DNS
+	Checks     Checks
+	Delivery   DeliveryOptions
+}
+
+// DNS says which resolvers to ask.
+type DNS struct {
+	// Servers are "host:port" resolvers tried in order; empty means
+	// /etc/resolv.conf. DANE needs a validating resolver (such as a local
+	// unbound): posthorn trusts its AD bit.
+	Servers []string
+}
+
+// Checks says what to do with mail received on port 25 that fails
+// authentication.
+type Checks struct {
+	DMARCReject     string // "reject", "quarantine" or "accept" when DMARC fails under p=reject
+	DMARCQuarantine string // the same, under p=quarantine
+}
+
+// DeliveryOptions tune delivery to other servers.
+type DeliveryOptions struct {
+	// Port is the port remote MX hosts are reached on: 25, except in tests.
+	Port int
 }
 
 // Listen holds the addresses to listen on, per role. An empty list turns

@@ -73,6 +73,8 @@ func base(hostname string) *Config {
 			ErrorsPerSession:  10,
 			AuthFailuresPerIP: 5,
 		},
+		Checks:   Checks{DMARCReject: "reject", DMARCQuarantine: "quarantine"},
+		Delivery: DeliveryOptions{Port: 25},
 		Queue: Queue{
 			FirstRetry: 5 * time.Minute,
 			MaxRetry:   time.Hour,
@@ -392,6 +394,22 @@ func (d decoder) config(c *Config, raw map[string]any) {
 				"auth_failures_per_ip": d.count(&l.AuthFailuresPerIP),
 			})
 		},
+		"dns": func(p path, v any) {
+			d.table(p, v, fields{
+				"servers": d.strs(&c.DNS.Servers),
+			})
+		},
+		"checks": func(p path, v any) {
+			d.table(p, v, fields{
+				"dmarc_reject":     d.str(&c.Checks.DMARCReject),
+				"dmarc_quarantine": d.str(&c.Checks.DMARCQuarantine),
+			})
+		},
+		"delivery": func(p path, v any) {
+			d.table(p, v, fields{
+				"port": d.count(&c.Delivery.Port),
+			})
+		},
 		"queue": func(p path, v any) {
 			q := &c.Queue
 			d.table(p, v, fields{
@@ -413,6 +431,25 @@ func validate(c *Config, r *reporter) {
 	}
 	if c.DataDir == "" || strings.ContainsAny(c.DataDir, "\x00\r\n") {
 		r.add(path{"data_dir"}, "expected a directory path, as in \"/var/lib/posthorn\"")
+	}
+	for i, srv := range c.DNS.Servers {
+		if ap, err := netip.ParseAddrPort(srv); err == nil {
+			c.DNS.Servers[i] = ap.String()
+		} else if a, err := netip.ParseAddr(srv); err == nil {
+			c.DNS.Servers[i] = netip.AddrPortFrom(a, 53).String()
+		} else {
+			r.add(path{"dns", "servers", idx(i)}, "%q: expected a resolver's IP address, with an optional port, as in \"127.0.0.1\" or \"[::1]:53\"", srv)
+		}
+	}
+	for key, v := range map[string]string{"dmarc_reject": c.Checks.DMARCReject, "dmarc_quarantine": c.Checks.DMARCQuarantine} {
+		switch v {
+		case "reject", "quarantine", "accept":
+		default:
+			r.add(path{"checks", key}, "%q: expected \"reject\", \"quarantine\" or \"accept\"", v)
+		}
+	}
+	if c.Delivery.Port < 1 || c.Delivery.Port > 65535 {
+		r.add(path{"delivery", "port"}, "%d: expected a TCP port (25 for delivery on the internet)", c.Delivery.Port)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

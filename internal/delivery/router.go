@@ -122,5 +122,9 @@ func (r *Router) toMaildir(ctx context.Context, env *spool.Envelope, body func()
 	// RFC 5321 4.4: the final delivery adds Return-Path; Delivered-To
 	// (as Postfix and qmail write it) lets loops be seen.
 	hdr := "Return-Path: <" + env.From + ">\r\nDelivered-To: " + m.Address() + "\r\n"
-	return r.o.Maildir.Deliver(ctx, dir, "", []byte(hdr), rc)
+	folder := ""
+	if env.Quarantine {
+		folder = ".Junk" // Maildir++: shown as "Junk" by IMAP servers
+	}
+	return r.o.Maildir.Deliver(ctx, dir, folder, []byte(hdr), rc)
 }

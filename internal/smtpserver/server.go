@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -85,6 +86,30 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, user, password string) (bool, error)
 }
 
+// Message is a complete message about to be committed, as a Checker sees
+// it.
+type Message struct {
+	Role       Role
+	ClientIP   netip.Addr
+	Helo       string
+	From       string // "" for the null sender
+	Recipients []string
+	AuthUser   string
+	TLS        *tls.ConnectionState
+	// Data reads the message as received (after DropHeader).
+	Data func() (io.Reader, error)
+
+	// Set by the Checker:
+	Prepend    string // header fields to add, below our Received
+	Quarantine bool   // deliver to the recipients' Junk folders
+}
+
+// Checker inspects a message after its data is complete and before it is
+// committed: authentication checks on port 25, signing on submission. An
+// smtp.Reply error refuses the message with that reply; any other error
+// is answered 451 and logged.
+type Checker func(ctx context.Context, m *Message) error
+
 // Options configures a Server.
 type Options struct {
 	Hostname string
@@ -93,7 +118,13 @@ type Options struct {
 	// takes it from there). It must not block.
 	Queued func(env *spool.Envelope)
 	Policy *policy.Policy
-	Auth   Authenticator // nil: AUTH is never offered
+	// Check runs on every complete message before commit; nil: none.
+	Check Checker
+	// DropHeader removes header fields from received messages as they
+	// stream in (Authentication-Results claiming our authserv-id, RFC
+	// 8601 5); nil keeps everything.
+	DropHeader func(name, value string) bool
+	Auth       Authenticator // nil: AUTH is never offered
 	TLS    *tls.Config   // nil: no STARTTLS, and 465 cannot be served
 	Limits Limits
 	Logger *slog.Logger

@@ -54,7 +54,9 @@ type transaction struct {
 	from   smtp.Address
 	env    spool.Envelope
 	w      *spool.Writer
-	bdat   bool  // BDAT used: DATA may not follow (RFC 3030 2)
+	dst    io.Writer // where message data goes: w, through the header filter
+	filter *message.HeaderFilter
+	bdat   bool // BDAT used: DATA may not follow (RFC 3030 2)
 	failed error // a BDAT chunk failed: the rest are read and discarded
 	size   int64
 }
@@ -506,16 +508,10 @@ func (s *session) beginData(verb string) (smtp.Reply, bool) {
 		return smtp.R(451, "4.3.0", "Cannot store the message right now; please try again later"), false
 	}
 	s.tx.w = w
-	info := message.ReceivedInfo{
-		Helo: s.helo, ClientIP: s.ip.String(), By: s.srv.o.Hostname, ESMTP: s.esmtp,
-		TLS: s.tls, Auth: s.authUser != "", UTF8: s.tx.env.SMTPUTF8, ID: w.ID(), Date: s.srv.o.Now(),
-	}
-	if len(s.tx.env.Recipients) == 1 {
-		info.For = s.tx.env.Recipients[0].Addr
-	}
-	if _, err := w.Write(message.Received(info)); err != nil {
-		s.log.Error("spool write failed", "id", w.ID(), "err", err)
-		return smtp.R(451, "4.3.0", "Cannot store the message right now; please try again later"), false
+	s.tx.dst = w
+	if s.srv.o.DropHeader != nil {
+		s.tx.filter = &message.HeaderFilter{W: w, Drop: s.srv.o.DropHeader}
+		s.tx.dst = s.tx.filter
 	}
 	return smtp.Reply{}, true
 }
@@ -536,7 +532,7 @@ func (s *session) cmdData(arg string) error {
 	}
 	s.tc.timeout = s.srv.o.Limits.DataTimeout
 	dr := smtp.NewDataReader(s.br, s.srv.o.Limits.MessageSize, s.srv.o.Limits.LineLength)
-	_, err := io.Copy(s.tx.w, dr)
+	_, err := io.Copy(s.tx.dst, dr)
 	var r smtp.Reply
 	switch {
 	case err == nil:
@@ -595,7 +591,7 @@ func (s *session) cmdBdat(arg string) error {
 			s.tx.failed = smtp.ErrDataTooLarge
 			refusal = smtp.R(552, "5.3.4", "Message exceeds the size limit of %d octets", s.srv.o.Limits.MessageSize)
 		} else {
-			w = s.tx.w
+			w = s.tx.dst
 		}
 	}
 	copied, err := io.CopyN(w, s.br, n)
@@ -647,13 +643,43 @@ func firstOr(f []string, d string) string {
 	return d
 }
 
-// commit makes the message durable and hands it to the queue; only then
-// is the client told 250.
+// commit checks the message, makes it durable and hands it to the
+// queue; only then is the client told 250.
 func (s *session) commit() smtp.Reply {
 	tx := s.tx
 	env := tx.env
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if tx.filter != nil {
+		if err := tx.filter.Close(); err != nil {
+			s.log.Error("spool write failed", "id", tx.w.ID(), "err", err)
+			return smtp.R(451, "4.3.0", "Cannot store the message right now; please try again later")
+		}
+	}
+	info := message.ReceivedInfo{
+		Helo: s.helo, ClientIP: s.ip.String(), By: s.srv.o.Hostname, ESMTP: s.esmtp,
+		TLS: s.tls, Auth: s.authUser != "", UTF8: env.SMTPUTF8, ID: tx.w.ID(), Date: s.srv.o.Now(),
+	}
+	if len(env.Recipients) == 1 {
+		info.For = env.Recipients[0].Addr
+	}
+	env.Prepend = string(message.Received(info))
+	if s.srv.o.Check != nil {
+		m := &Message{Role: s.role, ClientIP: s.ip, Helo: s.helo, From: env.From, AuthUser: s.authUser, TLS: s.tls, Data: tx.w.Written}
+		for _, r := range env.Recipients {
+			m.Recipients = append(m.Recipients, r.Addr)
+		}
+		if err := s.srv.o.Check(ctx, m); err != nil {
+			var r smtp.Reply
+			if errors.As(err, &r) {
+				return r
+			}
+			s.log.Error("message check failed", "id", tx.w.ID(), "err", err)
+			return smtp.R(451, "4.3.0", "Cannot check the message right now; please try again later")
+		}
+		env.Prepend += m.Prepend
+		env.Quarantine = m.Quarantine
+	}
 	if err := tx.w.Commit(ctx, &env); err != nil {
 		s.log.Error("spool commit failed; message not accepted", "id", tx.w.ID(), "err", err)
 		return smtp.R(451, "4.3.0", "Cannot store the message right now; please try again later")
@@ -666,6 +692,9 @@ func (s *session) commit() smtp.Reply {
 	}
 	if s.authUser != "" {
 		attrs = append(attrs, "user", s.authUser)
+	}
+	if env.Quarantine {
+		attrs = append(attrs, "quarantine", true)
 	}
 	s.log.Info("message accepted", attrs...)
 	if s.srv.o.Queued != nil {

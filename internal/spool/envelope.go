@@ -21,6 +21,9 @@ type Envelope struct {
 	// only once the whole message has been read. It is stored with the
 	// envelope, so the client's bytes are written once, as they stream in.
 	Prepend string `json:"prepend,omitempty"`
+	// Quarantine files the message into the recipients' Junk folders
+	// (a failing DMARC p=quarantine, for instance).
+	Quarantine bool `json:"quarantine,omitempty"`
 
 	SMTPUTF8 bool `json:"smtputf8,omitempty"`
 	// Body is the BODY= parameter: "7BIT", "8BITMIME", "BINARYMIME" or "".
