@@ -73,4 +73,3 @@ func newChecks(cfg *config.Config, resolver dns.Resolver, trusted *policy.Policy
 	}
 	return check, in.ClaimsOurID, nil
 }
-

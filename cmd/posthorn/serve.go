@@ -142,14 +142,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		return err
 	}
 	srv := smtpserver.New(smtpserver.Options{
-		Hostname: cfg.Hostname,
-		Spool:    sp,
-		Queued:   func(env *spool.Envelope) { q.Submit(env.ID) },
+		Hostname:   cfg.Hostname,
+		Spool:      sp,
+		Queued:     func(env *spool.Envelope) { q.Submit(env.ID) },
 		Policy:     pol,
 		Check:      check,
 		DropHeader: dropHeader,
 		Auth:       accounts,
-		TLS:      certs.ServerConfig(cert),
+		TLS:        certs.ServerConfig(cert),
 		Limits: smtpserver.Limits{
 			MessageSize:      cfg.Limits.MessageSize,
 			Recipients:       cfg.Limits.Recipients,

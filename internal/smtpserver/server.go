@@ -125,10 +125,10 @@ type Options struct {
 	// 8601 5); nil keeps everything.
 	DropHeader func(name, value string) bool
 	Auth       Authenticator // nil: AUTH is never offered
-	TLS    *tls.Config   // nil: no STARTTLS, and 465 cannot be served
-	Limits Limits
-	Logger *slog.Logger
-	Now    func() time.Time
+	TLS        *tls.Config   // nil: no STARTTLS, and 465 cannot be served
+	Limits     Limits
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Server serves SMTP on any number of listeners.

@@ -56,7 +56,7 @@ type transaction struct {
 	w      *spool.Writer
 	dst    io.Writer // where message data goes: w, through the header filter
 	filter *message.HeaderFilter
-	bdat   bool // BDAT used: DATA may not follow (RFC 3030 2)
+	bdat   bool  // BDAT used: DATA may not follow (RFC 3030 2)
 	failed error // a BDAT chunk failed: the rest are read and discarded
 	size   int64
 }
