@@ -1,0 +1,82 @@
+package outbound
+
+import (
+	"strconv"
+	"strings"
+
+	"github.com/posthorn/posthorn/internal/smtp"
+)
+
+// Detail is the structured form of the queue.Outcome.Detail strings this
+// package writes, for the DSN writer (RFC 3464 2.3: Status, Remote-MTA,
+// Diagnostic-Code) and for `posthorn queue`.
+//
+// Two forms exist. A reply from a server:
+//
+//	mx1.example.net[192.0.2.1] said: 550 5.1.1 no such user (in reply to RCPT TO)
+//
+// and a failure of our own, which starts with its enhanced status code:
+//
+//	4.4.1 connect to mx1.example.net[192.0.2.1]:25: connection refused
+type Detail struct {
+	Status     string // RFC 3463 enhanced status code, e.g. "5.1.1"
+	RemoteMTA  string // the server that replied (DSN Remote-MTA: dns; ...); "" if none did
+	RemoteIP   string // its address
+	Diagnostic string // its reply on one line (DSN Diagnostic-Code: smtp; ...)
+	Command    string // what the reply answered: "RCPT TO", "end of DATA", ...
+	Text       string // the whole detail, as written
+}
+
+// replyDetail writes the detail for a server's reply.
+func replyDetail(host, ip string, r smtp.Reply, command string) string {
+	d := host + "[" + ip + "] said: " + oneLine(r)
+	if command != "" {
+		d += " (in reply to " + command + ")"
+	}
+	return d
+}
+
+// localDetail writes the detail for a failure of our own.
+func localDetail(status, text string) string { return status + " " + text }
+
+// oneLine renders a reply as one line: "550 5.1.1 text text".
+func oneLine(r smtp.Reply) string { return r.Error() }
+
+// ParseDetail reads a Detail written by this package (or any string:
+// what does not parse is returned with only Text set, ok false). Status
+// is taken from the reply's enhanced code, or from its class ("5.0.0")
+// when the server sent none (RFC 3463 3.1).
+func ParseDetail(s string) (d Detail, ok bool) {
+	d.Text = s
+	if code, rest, found := strings.Cut(s, " "); found && smtp.IsEnhancedCode(code) && rest != "" {
+		d.Status = code
+		return d, true
+	}
+	hostIP, reply, found := strings.Cut(s, " said: ")
+	if !found || !strings.HasSuffix(hostIP, "]") {
+		return d, false
+	}
+	open := strings.LastIndexByte(hostIP, '[')
+	if open <= 0 {
+		return d, false
+	}
+	if i := strings.LastIndex(reply, " (in reply to "); i >= 0 && strings.HasSuffix(reply, ")") {
+		d.Command = reply[i+len(" (in reply to ") : len(reply)-1]
+		reply = reply[:i]
+	}
+	if len(reply) < 3 {
+		return Detail{Text: s}, false
+	}
+	code, err := strconv.Atoi(reply[:3])
+	if err != nil || code < 200 || code > 599 {
+		return Detail{Text: s}, false
+	}
+	d.RemoteMTA = hostIP[:open]
+	d.RemoteIP = hostIP[open+1 : len(hostIP)-1]
+	d.Diagnostic = reply
+	d.Status = strconv.Itoa(code/100) + ".0.0"
+	if f := strings.Fields(reply[3:]); len(f) > 0 && smtp.IsEnhancedCode(f[0]) && f[0][0] == reply[0] {
+		d.Status = f[0]
+	}
+	return d, true
+}
