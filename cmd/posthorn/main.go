@@ -16,6 +16,9 @@ Usage:
   posthorn serve [-c FILE]                 run the MTA (no -c: the embedded development default)
   posthorn check-config [-c FILE]          validate a configuration and exit
   posthorn user add|passwd|delete|list     manage submission accounts (password read from stdin or a prompt)
+  posthorn dkim keygen DOMAIN [--selector S] [--algo ed25519|rsa2048]
+                                           make a DKIM key and print its DNS record
+  posthorn dns records DOMAIN              print the DNS records the configuration needs
   posthorn version
 
 Run "posthorn COMMAND -h" for the flags of a command.
@@ -47,6 +50,10 @@ func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.W
 		return runCheckConfig(rest, stdout, stderr)
 	case "user":
 		return runUser(ctx, rest, stdin, stdout, stderr)
+	case "dkim":
+		return runDKIM(rest, stdout, stderr)
+	case "dns":
+		return runDNS(rest, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "posthorn", version)
 		return 0
