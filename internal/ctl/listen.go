@@ -115,4 +115,3 @@ func unixConn(c net.Conn) net.Conn {
 		}
 	}
 }
-
