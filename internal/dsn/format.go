@@ -86,6 +86,7 @@ func readOriginal(r io.Reader, wantFull bool, max int64) (original, error) {
 	if exceeded {
 		data = data[:limit]
 	}
+	tooLarge := exceeded || int64(len(data)) > max
 	hdr, body, found := splitHeader(data)
 	if !found {
 		if exceeded {
@@ -110,7 +111,7 @@ func readOriginal(r io.Reader, wantFull bool, max int64) (original, error) {
 	o.eightBitHeader = !isASCII(string(o.header))
 	switch {
 	case !wantFull:
-	case exceeded || o.truncated:
+	case tooLarge || o.truncated:
 		o.why = "size"
 	default:
 		o.full = true

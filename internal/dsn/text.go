@@ -24,7 +24,7 @@ func (t *para) wrap(first, indent int, text string) {
 	n := first
 	t.b.WriteString(pad)
 	start := true
-	for _, w := range strings.Fields(text) {
+	for _, w := range words(text, textWidth-indent) {
 		wl := len([]rune(w))
 		if !start && n+1+wl > textWidth {
 			t.b.WriteString("\r\n")
@@ -138,6 +138,20 @@ func humanText(host string, env *spool.Envelope, rr []rcptReport, k kind, orig o
 		t.p(0, 0, "If you cannot solve the problem with the explanation above, ask your mail administrator for help and give them this whole report: the technical details in it are for them.")
 	}
 	return strings.TrimRight(t.b.String(), "\r\n") + "\r\n"
+}
+
+// words splits text at spaces, and cuts words longer than max runes.
+func words(text string, max int) []string {
+	var out []string
+	for _, w := range strings.Fields(text) {
+		r := []rune(w)
+		for len(r) > max {
+			out = append(out, string(r[:max]))
+			r = r[max:]
+		}
+		out = append(out, string(r))
+	}
+	return out
 }
 
 func orDash(s string) string {
