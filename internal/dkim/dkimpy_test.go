@@ -141,3 +141,32 @@ func TestWeVerifyDkimpySignatures(t *testing.T) {
 		})
 	}
 }
+
+// The dkimsign command-line tool (python3-dkim) signs; we verify.
+func TestWeVerifyDkimsignCLI(t *testing.T) {
+	dkimsign, err := exec.LookPath("dkimsign")
+	if err != nil {
+		t.Skip("dkimsign not installed: apt-get install python3-dkim")
+	}
+	for _, c := range []struct{ key, pub string }{
+		{"dkimpy/test.private", "dkimpy/test.txt"},
+		{"dkimpy/ed25519test.key", "dkimpy/ed25519test.dns"},
+	} {
+		t.Run(c.key, func(t *testing.T) {
+			args := []string{"sel", "example.com", filepath.Join(conformance, c.key)}
+			if strings.Contains(c.key, "ed25519") {
+				args = append([]string{"--signalg", "ed25519-sha256"}, args...)
+			}
+			cmd := exec.Command(dkimsign, args...)
+			cmd.Stdin = strings.NewReader(testMessage)
+			signed, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("dkimsign: %v", err)
+			}
+			z := txtZone("sel._domainkey.example.com", strings.TrimSpace(string(readConf(t, c.pub))))
+			wantStatuses(t, verify(t, z, crlf(signed), nil), StatusPass)
+			tampered := strings.Replace(string(crlf(signed)), "\r\n\r\n", "\r\n\r\nX", 1)
+			wantStatuses(t, verify(t, z, []byte(tampered), nil), StatusFail)
+		})
+	}
+}
