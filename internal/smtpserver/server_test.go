@@ -425,3 +425,21 @@ func TestBadHeloNamesRefused(t *testing.T) {
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestIPv6Listener(t *testing.T) {
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	h := newHarness(t, nil)
+	go h.srv.Serve(ln, RoleSMTP)
+	c := testutil.Dial(t, ln.Addr().String())
+	c.ExpectCmd("EHLO [IPv6:::1]", 250, "")
+	c.ExpectCmd("MAIL FROM:<a@example.org>", 250, "")
+	c.ExpectCmd("RCPT TO:<alice@example.test>", 250, "")
+	c.ExpectCmd("DATA", 354, "")
+	c.ExpectCmd("Subject: v6\r\n\r\nx\r\n.", 250, "")
+	if body := h.lastBody(t); !strings.Contains(body, "[::1]") {
+		t.Fatalf("Received does not show the IPv6 client:\n%s", body)
+	}
+}
