@@ -56,10 +56,12 @@ func humanText(host string, env *spool.Envelope, rr []rcptReport, k kind, orig o
 		}
 		t.p(0, 0, "This is a copy for the postmaster. The message with queue id "+orDash(env.ID)+" was sent by "+from+".")
 	}
-	switch k {
-	case kindFailure:
+	switch {
+	case pmCopy:
+		t.p(0, 0, "The message could not be delivered to the recipients below (or is not delivered yet, as noted).")
+	case k == kindFailure:
 		t.p(0, 0, "I'm sorry: your message could not be delivered to one or more recipients. Nothing more will be tried for them. The reasons are below.")
-	case kindDelay:
+	case k == kindDelay:
 		until := ""
 		for _, r := range rr {
 			if r.Action == Delayed && !r.RetryUntil.IsZero() {
@@ -202,7 +204,7 @@ func explain(r rcptReport) string {
 		return "The message could not be delivered yet" + reason(sub, d) + ". This is often temporary; nothing needs to be done for now."
 	}
 	switch {
-	case sub == "1.1" || sub == "1.0" && d.Code >= 500:
+	case sub == "1.1":
 		return "The address does not exist. Check it for typing mistakes, or ask the recipient for their correct address."
 	case sub == "1.2":
 		return "The domain name (the part after the @) does not exist or cannot receive mail. Check it for typing mistakes."
