@@ -334,9 +334,10 @@ func (g *group) settle(st queue.Status, detail string, pending []int) {
 	}
 }
 
-func (g *group) finish(p int, st queue.Status, detail string) {
+func (g *group) finish(p int, st queue.Status, detail string, attrs ...any) {
 	g.out[p] = queue.Outcome{Status: st, Detail: detail}
-	g.d.log.Info("remote delivery", "id", g.m.env.ID, "rcpt", g.rcpt(p).Addr, "status", st, "detail", detail)
+	args := append([]any{"id", g.m.env.ID, "rcpt", g.rcpt(p).Addr, "status", st, "detail", detail}, attrs...)
+	g.d.log.Info("remote delivery", args...)
 }
 
 func (g *group) deliver() {
@@ -364,6 +365,14 @@ func (g *group) deliver() {
 			g.detail[p] = s
 		}
 	}
+	// A host without addresses says less than what a server said.
+	setWeak := func(s string) {
+		for _, p := range pending {
+			if g.detail[p] == "" {
+				g.detail[p] = s
+			}
+		}
+	}
 	sessions := 0
 	allNotFound := true
 hosts:
@@ -371,7 +380,7 @@ hosts:
 		addrs, err := lookupAddrs(g.ctx(), d.o.Resolver, d.o.Network, host, d.o.PreferIPv4)
 		if err != nil {
 			if dns.IsNotFound(err) {
-				setAll(localDetail("5.4.4", "host "+host+" has no address: "+err.Error()))
+				setWeak(localDetail("5.4.4", "host "+host+" has no address: "+err.Error()))
 			} else {
 				allNotFound = false
 				setAll(localDetail("4.4.3", "address lookup for "+host+" failed: "+err.Error()))
@@ -487,7 +496,7 @@ func (s *sess) where() string { return s.host + "[" + s.ip + "]" }
 // the detail to record.
 func (g *group) session(host string, ap netip.AddrPort, pol TLSPolicy) (*sess, string) {
 	d := g.d
-	key := poolKey{addr: ap, host: strings.ToLower(host), level: pol.Level}
+	key := poolKey{addr: ap, host: strings.ToLower(host), level: pol.Level, policy: pol.Source + "|" + strings.Join(pol.Names, ",")}
 	if sh := d.o.Smarthost; sh != nil {
 		key.user = sh.Username
 	}
@@ -527,7 +536,7 @@ func (g *group) connect(key poolKey, pol TLSPolicy, useTLS bool) (s *sess, detai
 		var re *ReplyError
 		if errors.As(err, &re) {
 			c.Quit(ctx)
-			return nil, replyDetail(host, ip, re.Reply, re.Command), false
+			return nil, replyDetail(host, ip, re.Reply), false
 		}
 		if c != nil {
 			c.Close()
@@ -560,7 +569,7 @@ func (g *group) connect(key poolKey, pol TLSPolicy, useTLS bool) (s *sess, detai
 				// 454 and the like: carry on in clear text.
 			case errors.As(err, &re) && c.Usable():
 				c.Quit(ctx)
-				return nil, replyDetail(host, ip, re.Reply, re.Command), false
+				return nil, replyDetail(host, ip, re.Reply), false
 			case pol.Level == TLSMay && ctx.Err() == nil:
 				c.Close()
 				return nil, localDetail("4.7.5", where+": STARTTLS: "+errText(err)), true
@@ -585,7 +594,7 @@ func (g *group) connect(key poolKey, pol TLSPolicy, useTLS bool) (s *sess, detai
 				c.Quit(ctx)
 				// Authentication failures are deferred, as Postfix does:
 				// they are usually fixed by the administrator.
-				return nil, localDetail("4.7.0", "authentication failed: "+replyDetail(host, ip, re.Reply, re.Command)), false
+				return nil, localDetail("4.7.0", "authentication failed: "+replyDetail(host, ip, re.Reply)), false
 			}
 			return fail(err, "AUTH")
 		}
@@ -609,8 +618,19 @@ func (d *Deliverer) done(s *sess) {
 	s.c.Close()
 }
 
-// errText is an error for a detail line: one line, printable.
-func errText(err error) string { return smtp.Printable(err.Error()) }
+// errText is an error for a detail line: one line, printable, bounded.
+func errText(err error) string {
+	b := []byte(err.Error())
+	for i, c := range b {
+		if c < 0x20 || c == 0x7f {
+			b[i] = ' '
+		}
+	}
+	if len(b) > 300 {
+		b = append(b[:300], "..."...)
+	}
+	return string(b)
+}
 
 // transact sends the message to the pending recipients over s and
 // returns those still pending (refused temporarily, or left without an
@@ -713,11 +733,11 @@ func (g *group) transact(s *sess, pending []int) []int {
 			r := resps[i]
 			switch {
 			case r.Command == "end of DATA" && r.Reply.Code >= 200 && r.Reply.Code < 300:
-				g.finish(p, queue.Delivered, replyDetail(s.host, s.ip, r.Reply, r.Command))
+				g.finish(p, queue.Delivered, replyDetail(s.host, s.ip, r.Reply), "in_reply_to", r.Command, "tls", s.c.TLS() != nil)
 			case r.Reply.Permanent():
-				g.finish(p, queue.Failed, replyDetail(s.host, s.ip, r.Reply, r.Command))
+				g.finish(p, queue.Failed, replyDetail(s.host, s.ip, r.Reply), "in_reply_to", r.Command)
 			case r.Reply.Transient():
-				g.detail[p] = replyDetail(s.host, s.ip, r.Reply, r.Command)
+				g.detail[p] = replyDetail(s.host, s.ip, r.Reply)
 				still = append(still, p)
 			default:
 				why := "no reply"

@@ -13,27 +13,27 @@ import (
 //
 // Two forms exist. A reply from a server:
 //
-//	mx1.example.net[192.0.2.1] said: 550 5.1.1 no such user (in reply to RCPT TO)
+//	mx1.example.net[192.0.2.1]: 550 5.1.1 no such user
 //
 // and a failure of our own, which starts with its enhanced status code:
 //
 //	4.4.1 connect to mx1.example.net[192.0.2.1]:25: connection refused
+//	5.1.10 example.com: the domain accepts no mail (null MX, RFC 7505)
+//
+// internal/dsn's ParseDetail reads the first form too.
 type Detail struct {
 	Status     string // RFC 3463 enhanced status code, e.g. "5.1.1"
 	RemoteMTA  string // the server that replied (DSN Remote-MTA: dns; ...); "" if none did
 	RemoteIP   string // its address
 	Diagnostic string // its reply on one line (DSN Diagnostic-Code: smtp; ...)
-	Command    string // what the reply answered: "RCPT TO", "end of DATA", ...
 	Text       string // the whole detail, as written
 }
 
-// replyDetail writes the detail for a server's reply.
-func replyDetail(host, ip string, r smtp.Reply, command string) string {
-	d := host + "[" + ip + "] said: " + oneLine(r)
-	if command != "" {
-		d += " (in reply to " + command + ")"
-	}
-	return d
+// replyDetail writes the detail for a server's reply. (The command it
+// answered goes to the log, not here: the detail ends up whole in DSNs'
+// Diagnostic-Code.)
+func replyDetail(host, ip string, r smtp.Reply) string {
+	return host + "[" + ip + "]: " + oneLine(r)
 }
 
 // localDetail writes the detail for a failure of our own.
@@ -52,17 +52,13 @@ func ParseDetail(s string) (d Detail, ok bool) {
 		d.Status = code
 		return d, true
 	}
-	hostIP, reply, found := strings.Cut(s, " said: ")
+	hostIP, reply, found := strings.Cut(s, ": ")
 	if !found || !strings.HasSuffix(hostIP, "]") {
 		return d, false
 	}
 	open := strings.LastIndexByte(hostIP, '[')
 	if open <= 0 {
 		return d, false
-	}
-	if i := strings.LastIndex(reply, " (in reply to "); i >= 0 && strings.HasSuffix(reply, ")") {
-		d.Command = reply[i+len(" (in reply to ") : len(reply)-1]
-		reply = reply[:i]
 	}
 	if len(reply) < 3 {
 		return Detail{Text: s}, false

@@ -8,12 +8,13 @@ import (
 )
 
 // poolKey says which idle connections may serve a delivery: the same
-// server address, reached under the same name, TLS level and login.
+// server address, reached under the same name, TLS policy and login.
 type poolKey struct {
-	addr  netip.AddrPort
-	host  string
-	level TLSLevel
-	user  string
+	addr   netip.AddrPort
+	host   string
+	level  TLSLevel
+	policy string // the TLS policy's source and names
+	user   string
 }
 
 type idleConn struct {
