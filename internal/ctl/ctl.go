@@ -118,7 +118,10 @@ type RetryAllResult struct {
 type SubmitRequest struct {
 	// From is the envelope sender the client asks for (sendmail -f); ""
 	// lets the daemon choose (the invoking user at its host name).
-	From       string   `json:"from,omitempty"`
+	From string `json:"from,omitempty"`
+	// NullSender asks for the null reverse-path <> (sendmail -f '<>'),
+	// as mail that must not cause bounces uses (vacation replies).
+	NullSender bool     `json:"null_sender,omitempty"`
 	Recipients []string `json:"recipients"`
 	// FullName is the sender's full name (sendmail -F), for a From:
 	// header the daemon adds when the message has none.

@@ -26,7 +26,9 @@ import (
 type Submission struct {
 	// From is the envelope sender the client asked for; "" when it left
 	// the choice to the daemon.
-	From       string
+	From string
+	// NullSender: the client asked for the null sender <>; From is "".
+	NullSender bool
 	Recipients []string // as given: bare local parts ("root") are possible
 	FullName   string   // sendmail -F; "" if not given
 	// Body is the message, CRLF line endings throughout, at most
@@ -477,13 +479,17 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, reasonBadAddress, "no recipients")
 		return
 	}
+	if req.NullSender && req.From != "" {
+		fail(http.StatusBadRequest, "", "a sender address and the null sender at once")
+		return
+	}
 	if strings.ContainsAny(req.FullName, "\r\n\x00") || len(req.FullName) > 256 {
 		fail(http.StatusBadRequest, "", "the full name must be one line of at most 256 bytes")
 		return
 	}
 	body := &limitReader{r: newTextReader(br, false), n: s.opts.MessageSize}
 	id, err := s.opts.Submit(r.Context(), Submission{
-		From: req.From, Recipients: req.Recipients, FullName: req.FullName,
+		From: req.From, NullSender: req.NullSender, Recipients: req.Recipients, FullName: req.FullName,
 		Body: body, UID: uid, User: name,
 	})
 	switch {
