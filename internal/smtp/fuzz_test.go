@@ -48,7 +48,7 @@ func FuzzParseMailArgs(f *testing.F) {
 		if strings.ContainsAny(s, "\r\n\x00") || strings.ContainsAny(pa.Addr.Domain, "\"\\ <>") {
 			t.Fatalf("unsafe address accepted: %q", s)
 		}
-		if len(pa.Addr.Local) > 64 {
+		if len(pa.Addr.Local) > maxLocalPart {
 			t.Fatalf("local part too long: %d", len(pa.Addr.Local))
 		}
 		for _, p := range pa.Params {

@@ -38,11 +38,14 @@ func (a Address) String() string {
 // ASCII reports whether the address needs no SMTPUTF8.
 func (a Address) ASCII() bool { return isASCII(a.Local) && isASCII(a.Domain) }
 
-// Limits of RFC 5321 4.5.3.1.
+// Limits. RFC 5321 4.5.3.1 sets 64 octets for a local part and 256 for a
+// path as the least a server must accept, and asks for no limits where
+// possible; forwarded mail needs more: an SRS address (SRS0=hash=tt=
+// domain=local@forwarder) of a 64-octet local part is longer than 64.
 const (
-	maxLocalPart = 64
+	maxLocalPart = 255
 	maxDomain    = 255
-	maxPath      = 256
+	maxPath      = 512
 )
 
 // Errors from the path parser. The server turns each into a 501 or 553
