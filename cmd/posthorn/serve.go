@@ -24,6 +24,7 @@ import (
 	"github.com/posthorn/posthorn/internal/queue"
 	"github.com/posthorn/posthorn/internal/smtpserver"
 	"github.com/posthorn/posthorn/internal/spool"
+	"github.com/posthorn/posthorn/internal/srs"
 )
 
 // drainTime is how long SIGTERM lets sessions in progress finish.
@@ -99,25 +100,34 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		log.Info("made a self-signed TLS certificate", "cert", certFile, "key", keyFile)
 	}
 
-	var q *queue.Manager
-	forward := func(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), to []string) error {
-		return requeue(ctx, sp, q, env, body, to)
+	srsKey, srsOld, err := srs.LoadOrCreateKey(filepath.Join(cfg.DataDir, "srs.key"))
+	if err != nil {
+		return fmt.Errorf("SRS key: %w", err)
 	}
+	rewriter, err := srs.New(srs.Options{Domain: firstDomain(cfg), Key: srsKey, OldKeys: srsOld, IsLocal: dir.IsLocalDomain})
+	if err != nil {
+		return fmt.Errorf("SRS: %w", err)
+	}
+	fwd := &forwarder{sp: sp, srs: rewriter}
+	bnc := &bouncer{hostname: cfg.Hostname, postmaster: "postmaster@" + firstDomain(cfg), sp: sp, log: log}
 	router := delivery.New(delivery.Options{
-		Directory: dir,
-		MailRoot:  filepath.Join(cfg.DataDir, "mail"),
-		Maildir:   &maildir.Deliverer{Hostname: cfg.Hostname},
-		Forward:   forward,
-		Logger:    log,
+		Directory:  dir,
+		MailRoot:   filepath.Join(cfg.DataDir, "mail"),
+		Maildir:    &maildir.Deliverer{Hostname: cfg.Hostname},
+		Forward:    fwd.forward,
+		ReverseSRS: reverseSRS(rewriter),
+		Logger:     log,
 	})
-	q = queue.New(queue.Options{
+	q := queue.New(queue.Options{
 		Spool:       sp,
 		Deliver:     router.Deliver,
+		OnFailed:    bnc.failed,
 		Logger:      log,
 		FirstRetry:  cfg.Queue.FirstRetry,
 		MaxRetry:    cfg.Queue.MaxRetry,
 		MaxLifetime: cfg.Queue.Lifetime,
 	})
+	fwd.q, bnc.q = q, q
 	if err := q.Start(ctx); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
@@ -132,6 +142,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 			return err == nil, err
 		},
 		PostmasterDomain: firstDomain(cfg),
+		ReverseSRS:       reverseSRS(rewriter),
 		TrustedNetworks:  cfg.Relay.TrustedNetworks,
 		SenderMustOwn:    cfg.Submission.SenderMustOwn,
 		Owns:             accounts.Owns,
@@ -228,6 +239,20 @@ func listenNetwork(addr string) string {
 	return "tcp"
 }
 
+// reverseSRS undoes SRS for bounces coming back to forwarded mail:
+// isSRS says whether addr is an SRS address at all; err whether it is
+// forged or expired.
+func reverseSRS(rw *srs.Rewriter) func(addr string) (orig string, isSRS bool, err error) {
+	return func(addr string) (string, bool, error) {
+		at := strings.LastIndexByte(addr, '@')
+		if at < 0 || !srs.IsSRS(addr[:at]) {
+			return "", false, nil
+		}
+		orig, err := rw.Reverse(addr)
+		return orig, true, err
+	}
+}
+
 func firstDomain(cfg *config.Config) string {
 	if len(cfg.Domains) > 0 {
 		return cfg.Domains[0].Name
@@ -254,34 +279,34 @@ func newDirectory(cfg *config.Config, accounts *auth.Store) (*directory.Director
 	return dir, nil
 }
 
-// requeue puts a copy of env's message into the queue for the addresses
-// an alias forwards to.
-func requeue(ctx context.Context, sp *spool.Spool, q *queue.Manager, env *spool.Envelope, body func() (io.ReadCloser, error), to []string) error {
+// forwarder queues a copy of a message for the addresses an alias points
+// to at other domains, with the envelope sender rewritten by SRS so that
+// the copy keeps passing SPF at its destination.
+type forwarder struct {
+	sp  *spool.Spool
+	q   *queue.Manager
+	srs *srs.Rewriter
+}
+
+func (f *forwarder) forward(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), to []string) error {
+	from, err := f.srs.Forward(env.From)
+	if err != nil {
+		return err
+	}
 	rc, err := body()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	w, err := sp.Create()
-	if err != nil {
-		return err
-	}
-	defer w.Abort()
-	if _, err := io.Copy(w, rc); err != nil {
-		return err
-	}
 	fwd := spool.Envelope{
-		From: env.From, Arrival: time.Now(), SMTPUTF8: env.SMTPUTF8, Body: env.Body,
+		From: from, SMTPUTF8: env.SMTPUTF8, Body: env.Body,
 		EnvID: env.EnvID, Ret: env.Ret, Listener: "forward", ClientAddr: env.ClientAddr,
 	}
 	for _, a := range to {
 		fwd.Recipients = append(fwd.Recipients, spool.Recipient{Addr: a})
 	}
-	if err := w.Commit(ctx, &fwd); err != nil {
-		return err
-	}
-	q.Submit(fwd.ID)
-	return nil
+	_, err = enqueue(ctx, f.sp, f.q, fwd, rc)
+	return err
 }
 
 // bound is a listening socket and what it is for.

@@ -28,7 +28,11 @@ type Options struct {
 	// Forward queues a copy of the message for addresses an alias points
 	// to at other domains; nil defers such recipients.
 	Forward func(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), to []string) error
-	Logger  *slog.Logger
+	// ReverseSRS maps an SRS address of ours back to the address it
+	// stands for: bounces to forwarded mail go back to the original
+	// sender through Forward. nil: no SRS.
+	ReverseSRS func(addr string) (orig string, isSRS bool, err error)
+	Logger     *slog.Logger
 }
 
 // Router is a queue.DeliverFunc: local recipients go to their Maildirs,
@@ -81,6 +85,21 @@ func (r *Router) Deliver(ctx context.Context, env *spool.Envelope, body func() (
 // mailbox fails temporarily the whole recipient is retried: a mailbox
 // that already got it may get it twice, which at-least-once allows.
 func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), addr string) queue.Outcome {
+	if r.o.ReverseSRS != nil {
+		if orig, isSRS, err := r.o.ReverseSRS(addr); isSRS {
+			if err != nil {
+				return queue.Outcome{Status: queue.Failed, Detail: "550 5.7.1 invalid SRS address: " + err.Error()}
+			}
+			if r.o.Forward == nil {
+				return queue.Outcome{Status: queue.Deferred, Detail: "forwarding is not enabled; the message stays queued"}
+			}
+			if err := r.o.Forward(ctx, env, body, []string{orig}); err != nil {
+				return queue.Outcome{Status: queue.Deferred, Detail: "forwarding: " + err.Error()}
+			}
+			r.o.Logger.Info("returned to the original sender", "id", env.ID, "rcpt", addr, "to", orig)
+			return queue.Outcome{Status: queue.Delivered, Detail: "relayed to " + orig}
+		}
+	}
 	res, err := r.o.Directory.Resolve(addr)
 	switch {
 	case errors.Is(err, directory.ErrUnknownUser):

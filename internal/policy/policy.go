@@ -27,6 +27,9 @@ type Options struct {
 	LocalRecipient func(addr string) (bool, error)
 	// PostmasterDomain completes a bare "postmaster" recipient.
 	PostmasterDomain string
+	// ReverseSRS recognises SRS addresses of ours (bounces to forwarded
+	// mail) and says whether they verify; nil: no SRS.
+	ReverseSRS func(addr string) (orig string, isSRS bool, err error)
 	// TrustedNetworks may relay without authentication (Postfix's
 	// mynetworks). Empty by default: loopback is not implied.
 	TrustedNetworks []netip.Prefix
@@ -77,6 +80,14 @@ func (p *Policy) Recipient(ctx context.Context, c Client, rcpt smtp.Address) (st
 	}
 	addr := rcpt.String()
 	if !strings.HasPrefix(rcpt.Domain, "[") && p.o.LocalDomain != nil && p.o.LocalDomain(rcpt.Domain) {
+		if p.o.ReverseSRS != nil {
+			if _, isSRS, err := p.o.ReverseSRS(addr); isSRS {
+				if err != nil {
+					return "", smtp.R(550, "5.7.1", "Recipient <%s>: not a valid return address of mail forwarded by this server (%v)", smtp.Printable(addr), err)
+				}
+				return addr, nil
+			}
+		}
 		// Routing syntax in a local part (percent hack, bang path, a
 		// quoted "@") would make a relay of a local address; refuse it.
 		if strings.ContainsAny(rcpt.Local, "%!@/") {
