@@ -90,4 +90,3 @@ func enqueue(ctx context.Context, sp *spool.Spool, q *queue.Manager, env spool.E
 	q.Submit(env.ID)
 	return env.ID, nil
 }
-
