@@ -39,6 +39,11 @@ type ctlSubmission struct {
 
 func startCtlDaemon(t *testing.T, extraConfig string) *ctlDaemon {
 	t.Helper()
+	return startCtlDaemonWith(t, extraConfig, func(d *ctlDaemon) ctl.SubmitFunc { return d.submit })
+}
+
+func startCtlDaemonWith(t *testing.T, extraConfig string, submit func(*ctlDaemon) ctl.SubmitFunc) *ctlDaemon {
+	t.Helper()
 	dir := t.TempDir()
 	d := &ctlDaemon{t: t, dataDir: filepath.Join(dir, "data"), attempts: make(chan string, 10), subs: make(chan ctlSubmission, 10)}
 	d.config = filepath.Join(dir, "posthorn.toml")
@@ -70,7 +75,7 @@ func startCtlDaemon(t *testing.T, extraConfig string) *ctlDaemon {
 	if err := d.q.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv := ctl.NewServer(ctl.Options{Spool: sp, Queue: d.q, Submit: d.submit, MessageSize: 1 << 20})
+	srv := ctl.NewServer(ctl.Options{Spool: sp, Queue: d.q, Submit: submit(d), MessageSize: 1 << 20})
 	if err := srv.Listen(ctl.AdminSocket(d.dataDir), ctl.SubmitSocket(d.dataDir)); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/internal/ctl"
+	"github.com/posthorn/posthorn/internal/message"
+	"github.com/posthorn/posthorn/internal/smtp"
+	"github.com/posthorn/posthorn/internal/spool"
 )
 
 // Exit codes of sendmail(8), from sysexits.h.
@@ -320,4 +323,129 @@ func dedupe(addrs []string) []string {
 		}
 	}
 	return out
+}
+
+// localSubmitOptions configure the daemon's side of `posthorn sendmail`.
+type localSubmitOptions struct {
+	Hostname string // in the Received field
+	// Origin qualifies bare local parts ("root") and makes the default
+	// sender user@Origin, as Postfix's myorigin.
+	Origin string
+	Spool  *spool.Spool
+	// Queued hands a committed message to the queue.
+	Queued func(id string)
+	// Prepare returns the header fields to add to a submitted message
+	// (submission.Preparer.Prepare: Date, Message-ID, DKIM signatures);
+	// nil adds none.
+	Prepare func(data func() (io.Reader, error)) (string, error)
+	Now     func() time.Time
+}
+
+// newLocalSubmit returns the ctl.SubmitFunc for local submissions: the
+// sender is the invoking user at Origin unless -f said otherwise, bare
+// names are qualified, and the message gets a Received field naming the
+// uid, a From field when it has none (with sendmail -F's full name), and
+// whatever Prepare adds.
+func newLocalSubmit(o localSubmitOptions) ctl.SubmitFunc {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	qualify := func(a string) string {
+		if a != "" && !strings.Contains(a, "@") && !strings.EqualFold(a, "postmaster") {
+			return a + "@" + o.Origin
+		}
+		return a
+	}
+	return func(ctx context.Context, s ctl.Submission) (string, error) {
+		sender := qualify(s.From)
+		if sender == "" && !s.NullSender {
+			if s.User == "" {
+				return "", fmt.Errorf("%w: uid %d has no user name, so there is no default sender: give one with -f", ctl.ErrPermission, s.UID)
+			}
+			sender = s.User + "@" + o.Origin
+		}
+		utf8Addrs := false
+		if sender != "" {
+			if _, err := smtp.ParseAddress(sender, true); err != nil {
+				return "", fmt.Errorf("%w: sender <%s>: %v", ctl.ErrBadAddress, sender, err)
+			}
+			utf8Addrs = !isASCII(sender)
+		}
+		env := &spool.Envelope{From: sender, Listener: "local"}
+		for _, r := range s.Recipients {
+			r = qualify(r)
+			if _, err := smtp.ParseAddress(r, true); err != nil {
+				return "", fmt.Errorf("%w: recipient <%s>: %v", ctl.ErrBadAddress, r, err)
+			}
+			utf8Addrs = utf8Addrs || !isASCII(r)
+			env.Recipients = append(env.Recipients, spool.Recipient{Addr: r})
+		}
+		env.SMTPUTF8 = utf8Addrs
+
+		w, err := o.Spool.Create()
+		if err != nil {
+			return "", err
+		}
+		defer w.Abort()
+		eight := &eightBitWriter{}
+		if _, err := io.Copy(io.MultiWriter(w, eight), s.Body); err != nil {
+			return "", err
+		}
+		if eight.seen {
+			env.Body = "8BITMIME"
+		}
+		r, err := w.Written()
+		if err != nil {
+			return "", err
+		}
+		hdr, err := message.ReadHeader(r, ctl.MaxHeaderSize)
+		if err != nil {
+			return "", fmt.Errorf("%w: %v", ctl.ErrBadRequest, err)
+		}
+		from := ""
+		if !hdr.Has("From") {
+			addr := sender
+			if addr == "" {
+				addr = "MAILER-DAEMON@" + o.Origin
+			}
+			from = ctl.FromField(s.FullName, addr)
+		}
+		add := ""
+		if o.Prepare != nil {
+			add, err = o.Prepare(func() (io.Reader, error) {
+				r, err := w.Written()
+				return io.MultiReader(strings.NewReader(from), r), err
+			})
+			if err != nil {
+				return "", err
+			}
+		}
+		now := o.Now()
+		env.Arrival = now
+		env.Prepend = string(ctl.LocalReceived(o.Hostname, w.ID(), s.UID, now)) + add + from
+		if err := w.Commit(ctx, env); err != nil {
+			return "", err
+		}
+		o.Queued(env.ID)
+		return env.ID, nil
+	}
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// eightBitWriter notes whether any byte written has the high bit set.
+type eightBitWriter struct{ seen bool }
+
+func (e *eightBitWriter) Write(p []byte) (int, error) {
+	if !e.seen && !isASCII(string(p)) {
+		e.seen = true
+	}
+	return len(p), nil
 }

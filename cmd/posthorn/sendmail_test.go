@@ -4,11 +4,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"os/user"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/posthorn/posthorn/internal/ctl"
+	"github.com/posthorn/posthorn/internal/submission"
 )
 
 func TestParseSendmailArgs(t *testing.T) {
@@ -150,5 +156,61 @@ func TestSendmailBpListsTheQueue(t *testing.T) {
 	code := runSendmail(context.Background(), []string{"-bp", "-C", d.config}, strings.NewReader(""), &o, &e)
 	if code != 0 || !strings.Contains(o.String(), "alice@example.org") || !strings.Contains(o.String(), "  bob@example.net") {
 		t.Fatalf("-bp: exit %d\n%s%s", code, o.String(), e.String())
+	}
+}
+
+func TestLocalSubmitAddsReceivedFromDateAndMessageID(t *testing.T) {
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	queued := make(chan string, 10)
+	d := startCtlDaemonWith(t, "", func(d *ctlDaemon) ctl.SubmitFunc {
+		prep := submission.New(submission.Options{Hostname: "mx.example.test", Now: func() time.Time { return now }})
+		return newLocalSubmit(localSubmitOptions{
+			Hostname: "mx.example.test", Origin: "example.test", Spool: d.sp,
+			Queued: func(id string) { queued <- id }, Prepare: prep.Prepare, Now: func() time.Time { return now },
+		})
+	})
+	me, err := user.Current()
+	if err != nil {
+		t.Skip(err)
+	}
+	stderr, code := d.sendmail("Subject: cron job\n\nÄrger im Büro\n", "-F", "Cron Daemon", "root", "bob@example.net")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	id := <-queued
+	env, err := d.sp.Load(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.From != me.Username+"@example.test" || env.Recipients[0].Addr != "root@example.test" || env.Recipients[1].Addr != "bob@example.net" ||
+		env.Body != "8BITMIME" || env.SMTPUTF8 || env.Listener != "local" {
+		t.Fatalf("envelope %+v", env)
+	}
+	rc, err := d.sp.Body(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	got := string(b)
+	wantStart := fmt.Sprintf("Received: by mx.example.test (posthorn, from userid %d)\r\n\tid %s; Sun, 01 Jun 2025 12:00:00 +0000\r\nDate: Sun, 01 Jun 2025 12:00:00 +0000\r\nMessage-ID: <", os.Getuid(), id)
+	wantEnd := "@mx.example.test>\r\nFrom: \"Cron Daemon\" <" + me.Username + "@example.test>\r\nSubject: cron job\r\n\r\nÄrger im Büro\r\n"
+	if !strings.HasPrefix(got, wantStart) || !strings.HasSuffix(got, wantEnd) {
+		t.Fatalf("stored message:\n%s", got)
+	}
+
+	// -f and a From: of its own: nothing but Received, Date and Message-ID added.
+	_, code = d.sendmail("From: Alice <alice@example.org>\nSubject: x\n\nhi\n", "-f", "alice@example.org", "-F", "ignored", "bob@example.net")
+	id = <-queued
+	rc, _ = d.sp.Body(id)
+	b, _ = io.ReadAll(rc)
+	rc.Close()
+	if code != 0 || strings.Count(string(b), "From:") != 1 || strings.Contains(string(b), "ignored") {
+		t.Fatalf("exit %d, stored:\n%s", code, b)
+	}
+	// The daemon's own address check.
+	stderr, code = d.sendmail("x\n", "bob@@example.net")
+	if code != exNoUser || !strings.Contains(stderr, "recipient <bob@@example.net>") {
+		t.Fatalf("bad recipient: exit %d %q", code, stderr)
 	}
 }

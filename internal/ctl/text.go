@@ -281,41 +281,11 @@ func (m *LocalMessage) Reader() io.Reader {
 	return io.MultiReader(&hdr, m.body)
 }
 
-// HeaderDefaults are the header fields a locally submitted message gets
-// when it lacks them (RFC 5322 3.6 requires From and Date; Message-ID is
-// what every MTA adds). Empty ones are not added.
-type HeaderDefaults struct {
-	FromName  string // display name of the From: field (sendmail -F)
-	FromAddr  string
-	Date      time.Time
-	MessageID string // without <>
-}
-
-// AddMissingHeaders returns the message in r (CRLF text, as a Submission
-// carries it) with From, Date and Message-ID fields added at the end of
-// the header section for each that is missing. The header section is read
-// into memory (at most MaxHeaderSize bytes); the body is streamed.
-func AddMissingHeaders(r io.Reader, d HeaderDefaults) (io.Reader, error) {
-	m, err := ReadMessage(r, false)
-	if err != nil {
-		return nil, err
-	}
-	add := func(name, value string) {
-		if value != "" && !m.Has(name) {
-			raw := name + ": " + value + "\r\n"
-			m.Fields = append(m.Fields, Field{Name: name, Raw: []byte(raw)})
-		}
-	}
-	if d.FromAddr != "" {
-		add("From", (&mail.Address{Name: d.FromName, Address: d.FromAddr}).String())
-	}
-	if !d.Date.IsZero() {
-		add("Date", d.Date.Format(time.RFC1123Z))
-	}
-	if d.MessageID != "" {
-		add("Message-ID", "<"+d.MessageID+">")
-	}
-	return m.Reader(), nil
+// FromField returns a From: header field, ending in CRLF, for the address
+// and full name (sendmail -F) of a local sender; a name that is not ASCII
+// is encoded (RFC 2047).
+func FromField(fullName, addr string) string {
+	return "From: " + (&mail.Address{Name: fullName, Address: addr}).String() + "\r\n"
 }
 
 // LocalReceived returns the Received: field for a message submitted by a

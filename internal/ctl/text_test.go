@@ -133,23 +133,15 @@ func TestReadMessageRefusesBadAddressesAndHugeHeaders(t *testing.T) {
 	}
 }
 
-func TestAddMissingHeaders(t *testing.T) {
-	d := HeaderDefaults{FromName: "Jürgen Müller", FromAddr: "juergen@mx.example", Date: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC), MessageID: "id1@mx.example"}
-	r, err := AddMissingHeaders(strings.NewReader("Subject: s\r\nDate: Sun, 1 Jun 2025 10:00:00 +0000\r\n\r\nbody\r\n"), d)
-	if err != nil {
-		t.Fatal(err)
+func TestFromField(t *testing.T) {
+	if got := FromField("Jürgen Müller", "juergen@mx.example"); got != "From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <juergen@mx.example>\r\n" {
+		t.Fatalf("%q", got)
 	}
-	got, _ := io.ReadAll(r)
-	want := "Subject: s\r\nDate: Sun, 1 Jun 2025 10:00:00 +0000\r\n" +
-		"From: =?utf-8?q?J=C3=BCrgen_M=C3=BCller?= <juergen@mx.example>\r\n" +
-		"Message-ID: <id1@mx.example>\r\n\r\nbody\r\n"
-	if string(got) != want {
-		t.Fatalf("got\n%q\nwant\n%q", got, want)
+	if got := FromField("", "a@x.example"); got != "From: <a@x.example>\r\n" {
+		t.Fatalf("%q", got)
 	}
-	r, _ = AddMissingHeaders(strings.NewReader("no headers at all\r\n"), HeaderDefaults{FromAddr: "a@x.example"})
-	got, _ = io.ReadAll(r)
-	if string(got) != "From: <a@x.example>\r\n\r\nno headers at all\r\n" {
-		t.Fatalf("got %q", got)
+	if got := FromField("Cron Daemon", "root@x.example"); got != "From: \"Cron Daemon\" <root@x.example>\r\n" {
+		t.Fatalf("%q", got)
 	}
 }
 
