@@ -145,10 +145,17 @@ func ProbeDomain(ctx context.Context, domain string, o Options) (*DomainReport, 
 			"nothing, if intended", "")
 	}
 
-	// The servers.
+	// The servers, within most of the time left: the posture look-ups
+	// after them must not starve when an MX is slow.
 	var hosts []*HostReport
 	if !d.NullMX {
-		hosts = probeMXs(ctx, d, o, add)
+		hctx := ctx
+		if dl, ok := ctx.Deadline(); ok {
+			var hcancel context.CancelFunc
+			hctx, hcancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*4/5))
+			defer hcancel()
+		}
+		hosts = probeMXs(hctx, d, o, add)
 	}
 
 	d.SPF = checkSPF(ctx, r, domain, add)
@@ -192,9 +199,7 @@ func probeMXs(ctx context.Context, d *DomainReport, o Options, add func(string, 
 			}
 			mx.Addresses = append(mx.Addresses, ip.String())
 		}
-		ho := o
-		ho.RelayIP = o.RelayIP
-		h := probeHost(ctx, mx.Host, mx.Addresses[0], 25, ModeSMTP, ho)
+		h := probeHost(ctx, mx.Host, mx.Addresses[0], 25, ModeSMTP, o)
 		for _, a := range mx.Addresses {
 			h.PTR = append(h.PTR, checkPTR(ctx, r, a))
 		}

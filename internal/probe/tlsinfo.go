@@ -124,7 +124,11 @@ func (p *prober) scanVersions(ctx context.Context) {
 			c, _, _, err = p.dial(ctx, p.addr, label, nil)
 			if err == nil {
 				err = p.starttlsOnly(c, cfg, &res)
-				c.close()
+				if res.Accepted {
+					c.quit()
+				} else {
+					c.close()
+				}
 			}
 		}
 		if err != nil {
