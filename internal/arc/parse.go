@@ -317,7 +317,7 @@ func ParseAuthResults(value string) (*AuthResults, error) {
 	if !strings.HasPrefix(rest, ";") {
 		return nil, errors.New(`missing ";" after the instance tag`)
 	}
-	payload := strings.TrimSpace(rest[1:])
+	payload := collapseWSP(rest[1:])
 	id := leadingAuthServID(payload)
 	if id == "" {
 		return nil, errors.New("missing authserv-id")
@@ -405,6 +405,12 @@ func skipCFWS(s string) string {
 		}
 		s = s[i+1:]
 	}
+}
+
+// collapseWSP unfolds s, turns each run of spaces and tabs into one
+// space and trims it, as relaxed canonicalization does to field values.
+func collapseWSP(s string) string {
+	return strings.Join(strings.FieldsFunc(unfold(s), func(r rune) bool { return r == ' ' || r == '\t' }), " ")
 }
 
 // unfold removes the CRLFs of folding (RFC 5322 2.2.3).

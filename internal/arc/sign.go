@@ -292,10 +292,7 @@ func authServIDValue(s string) string {
 // payloadResults turns SignOptions.AuthResults into its results, one
 // string each, unfolded, without the authserv-id and without "none".
 func payloadResults(s, authServID string) ([]string, error) {
-	s = unfold(s)
-	if strings.ContainsAny(s, "\r\n") {
-		return nil, errors.New("arc: AuthResults has a bare CR or LF")
-	}
+	s = unfold(s) // no CR or LF can reach the field we write
 	if name, rest, ok := strings.Cut(s, ":"); ok && strings.EqualFold(strings.TrimSpace(name), "Authentication-Results") {
 		parts := splitResults(rest)
 		if len(parts) == 0 || !strings.EqualFold(strings.TrimSuffix(leadingAuthServID(parts[0]), "."), strings.TrimSuffix(authServID, ".")) {
@@ -314,8 +311,8 @@ func payloadResults(s, authServID string) ([]string, error) {
 }
 
 // splitResults splits an authres-payload at the semicolons that are not
-// inside a comment or quoted-string, trimming each part and dropping
-// empty ones.
+// inside a comment or quoted-string, with each part's whitespace collapsed
+// (collapseWSP) and empty parts dropped.
 func splitResults(s string) []string {
 	var out []string
 	depth, quoted, start := 0, false, 0
@@ -332,14 +329,14 @@ func splitResults(s string) []string {
 		case c == ')' && depth > 0:
 			depth--
 		case c == ';' && depth == 0:
-			if p := strings.TrimSpace(s[start:i]); p != "" {
+			if p := collapseWSP(s[start:i]); p != "" {
 				out = append(out, p)
 			}
 			start = i + 1
 		}
 	}
 	if start < len(s) {
-		if p := strings.TrimSpace(s[start:]); p != "" {
+		if p := collapseWSP(s[start:]); p != "" {
 			out = append(out, p)
 		}
 	}
