@@ -38,12 +38,7 @@ func newSigner(cfg *config.Config) (*dkim.Signer, error) {
 // the DMARC policy applied); mail from our users and trusted networks gets
 // its Date, Message-ID and DKIM signatures. dropHeader removes forged
 // Authentication-Results claiming our name.
-func newChecks(cfg *config.Config, resolver dns.Resolver, trusted *policy.Policy, log *slog.Logger) (smtpserver.Checker, func(name, value string) bool, error) {
-	signer, err := newSigner(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	prep := submission.New(submission.Options{Hostname: cfg.Hostname, Signer: signer})
+func newChecks(cfg *config.Config, resolver dns.Resolver, trusted *policy.Policy, prep *submission.Preparer, log *slog.Logger) (smtpserver.Checker, func(name, value string) bool) {
 	in := inbound.New(inbound.Options{
 		Resolver:     resolver,
 		AuthServID:   cfg.Hostname,
@@ -71,5 +66,5 @@ func newChecks(cfg *config.Config, resolver dns.Resolver, trusted *policy.Policy
 		m.Quarantine = v.Quarantine
 		return nil
 	}
-	return check, in.ClaimsOurID, nil
+	return check, in.ClaimsOurID
 }

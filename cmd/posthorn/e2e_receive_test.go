@@ -131,8 +131,16 @@ func TestSubmissionWithGoSMTPClient(t *testing.T) {
 			t.Errorf("delivered mail lacks %q:\n%s", want, joined)
 		}
 	}
-	// The remote recipient stays queued until remote delivery exists.
-	d.waitLog(`rcpt=friend@elsewhere.example status=deferred`, 1)
+	// The remote domain does not exist (the test DNS has no such name):
+	// alice gets a bounce.
+	d.waitLog(`rcpt=friend@elsewhere.example status=failed`, 1)
+	d.waitLog(`msg=delivered .*mailbox=alice@example.test`, 1)
+	bounce := strings.Join(maildirFiles(t, filepath.Join(dir, "data", "mail", "example.test", "alice")), "")
+	for _, want := range []string{"Content-Type: multipart/report; report-type=delivery-status", "Final-Recipient: rfc822; friend@elsewhere.example", "Action: failed", "Status: 5.1.2"} {
+		if !strings.Contains(bounce, want) {
+			t.Errorf("bounce lacks %q:\n%s", want, bounce)
+		}
+	}
 	if strings.Contains(d.logText(), "s3cret-pass") {
 		t.Fatal("the password appears in the log")
 	}

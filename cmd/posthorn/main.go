@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 )
 
@@ -15,6 +16,8 @@ const usage = `posthorn: a mail transfer agent
 Usage:
   posthorn serve [-c FILE]                 run the MTA (no -c: the embedded development default)
   posthorn check-config [-c FILE]          validate a configuration and exit
+  posthorn queue list|show|trace|retry|hold|release|delete   the running daemon's queue
+  posthorn sendmail [-t] [-f FROM] [RCPT...] < MESSAGE         sendmail(8): queue a message (also as "sendmail")
   posthorn user add|passwd|delete|list     manage submission accounts (password read from stdin or a prompt)
   posthorn dkim keygen DOMAIN [--selector S] [--algo ed25519|rsa2048]
                                            make a DKIM key and print its DNS record
@@ -38,6 +41,13 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 // run dispatches to a subcommand and returns the exit code.
 func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.Writer) int {
+	// Installed as /usr/sbin/sendmail and /usr/bin/mailq (symlinks).
+	switch filepath.Base(args[0]) {
+	case "sendmail":
+		return runSendmail(ctx, args[1:], stdin, stdout, stderr)
+	case "mailq":
+		return runQueue(ctx, append([]string{"list"}, args[1:]...), stdout, stderr)
+	}
 	if len(args) < 2 {
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -48,6 +58,10 @@ func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.W
 		return runServe(ctx, rest, stdout, stderr)
 	case "check-config":
 		return runCheckConfig(rest, stdout, stderr)
+	case "queue":
+		return runQueue(ctx, rest, stdout, stderr)
+	case "sendmail":
+		return runSendmail(ctx, rest, stdin, stdout, stderr)
 	case "user":
 		return runUser(ctx, rest, stdin, stdout, stderr)
 	case "dkim":

@@ -11,20 +11,24 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/posthorn/posthorn/internal/auth"
 	"github.com/posthorn/posthorn/internal/certs"
 	"github.com/posthorn/posthorn/internal/config"
+	"github.com/posthorn/posthorn/internal/ctl"
 	"github.com/posthorn/posthorn/internal/delivery"
 	"github.com/posthorn/posthorn/internal/directory"
 	"github.com/posthorn/posthorn/internal/dns"
+	"github.com/posthorn/posthorn/internal/lmtp"
 	"github.com/posthorn/posthorn/internal/maildir"
 	"github.com/posthorn/posthorn/internal/policy"
 	"github.com/posthorn/posthorn/internal/queue"
 	"github.com/posthorn/posthorn/internal/smtpserver"
 	"github.com/posthorn/posthorn/internal/spool"
 	"github.com/posthorn/posthorn/internal/srs"
+	"github.com/posthorn/posthorn/internal/submission"
 )
 
 // drainTime is how long SIGTERM lets sessions in progress finish.
@@ -77,6 +81,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
+	// Searchable by all, readable by none: local users reach submit.sock
+	// (posthorn sendmail) and nothing else; everything inside is 0700/0600.
+	if err := os.Chmod(cfg.DataDir, 0o711); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
 	accounts, err := openAccounts(cfg)
 	if err != nil {
 		return fmt.Errorf("accounts: %w", err)
@@ -108,12 +117,20 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 	if err != nil {
 		return fmt.Errorf("SRS: %w", err)
 	}
+	resolver := dns.NewClient(dns.ClientOptions{Servers: cfg.DNS.Servers})
+	remote, err := newOutbound(cfg, resolver, log)
+	if err != nil {
+		return err
+	}
+	defer remote.Close()
 	fwd := &forwarder{sp: sp, srs: rewriter}
 	bnc := &bouncer{hostname: cfg.Hostname, postmaster: "postmaster@" + firstDomain(cfg), sp: sp, log: log}
 	router := delivery.New(delivery.Options{
 		Directory:  dir,
 		MailRoot:   filepath.Join(cfg.DataDir, "mail"),
 		Maildir:    &maildir.Deliverer{Hostname: cfg.Hostname},
+		LMTP:       lmtp.New(lmtp.Options{Hostname: cfg.Hostname, Logger: log}),
+		Remote:     remote.Deliver,
 		Forward:    fwd.forward,
 		ReverseSRS: reverseSRS(rewriter),
 		Logger:     log,
@@ -132,6 +149,43 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		return fmt.Errorf("queue: %w", err)
 	}
 
+	// Mail from our users (submission ports, trusted networks, sendmail)
+	// gets Date, Message-ID and DKIM signatures.
+	signer, err := newSigner(cfg)
+	if err != nil {
+		return err
+	}
+	prep := submission.New(submission.Options{Hostname: cfg.Hostname, Signer: signer})
+
+	// The admin and submit sockets (posthorn queue, posthorn sendmail).
+	ctlSrv := ctl.NewServer(ctl.Options{
+		Spool: sp,
+		Queue: q,
+		Submit: newLocalSubmit(localSubmitOptions{
+			Hostname: cfg.Hostname,
+			Origin:   firstDomain(cfg),
+			Spool:    sp,
+			Queued:   q.Submit,
+			Prepare:  prep.Prepare,
+		}),
+		Logger:        log,
+		MessageSize:   cfg.Limits.MessageSize,
+		MaxRecipients: cfg.Limits.Recipients,
+	})
+	if err := ctlSrv.Listen(ctl.AdminSocket(cfg.DataDir), ctl.SubmitSocket(cfg.DataDir)); err != nil {
+		return err
+	}
+	ctlCtx, cancelCtl := context.WithCancel(context.Background())
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- ctlSrv.Serve(ctlCtx) }()
+	stopCtl := sync.OnceFunc(func() {
+		cancelCtl()
+		if err := <-ctlDone; err != nil {
+			log.Warn("ctl sockets", "err", err)
+		}
+	})
+	defer stopCtl()
+
 	pol := policy.New(policy.Options{
 		LocalDomain: dir.IsLocalDomain,
 		LocalRecipient: func(addr string) (bool, error) {
@@ -147,11 +201,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		SenderMustOwn:    cfg.Submission.SenderMustOwn,
 		Owns:             accounts.Owns,
 	})
-	resolver := dns.NewClient(dns.ClientOptions{Servers: cfg.DNS.Servers})
-	check, dropHeader, err := newChecks(cfg, resolver, pol, log)
-	if err != nil {
-		return err
-	}
+	check, dropHeader := newChecks(cfg, resolver, pol, prep, log)
 	srv := smtpserver.New(smtpserver.Options{
 		Hostname:   cfg.Hostname,
 		Spool:      sp,
@@ -217,6 +267,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 	if err := srv.Shutdown(dctx); err != nil {
 		log.Warn("sessions cut off at the end of the drain time", "err", err)
 	}
+	stopCtl() // no more submissions or queue commands
 	qctx, qcancel := context.WithTimeout(context.Background(), drainTime)
 	defer qcancel()
 	if err := q.Stop(qctx); err != nil {

@@ -103,6 +103,14 @@ type Addressing struct {
 type Relay struct {
 	TrustedNetworks []netip.Prefix // like Postfix's mynetworks; loopback is not implied
 	Smarthost       string         // "host", "host:port" or "[host]:port"; "" = deliver by MX
+	// SmarthostTLS is "required" (default: defer rather than send in
+	// clear), "verify" (also check the certificate) or "optional".
+	SmarthostTLS string
+	// SmarthostUser and SmarthostPasswordFile: AUTH credentials for the
+	// smarthost; the password is read from the file (first line), so it
+	// never sits in the configuration.
+	SmarthostUser         string
+	SmarthostPasswordFile string
 }
 
 // Submission holds rules for authenticated senders.

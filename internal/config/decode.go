@@ -74,6 +74,7 @@ func base(hostname string) *Config {
 			AuthFailuresPerIP: 5,
 		},
 		Checks:   Checks{DMARCReject: "reject", DMARCQuarantine: "quarantine"},
+		Relay:    Relay{SmarthostTLS: "required"},
 		Delivery: DeliveryOptions{Port: 25},
 		Queue: Queue{
 			FirstRetry: 5 * time.Minute,
@@ -373,7 +374,10 @@ func (d decoder) config(c *Config, raw map[string]any) {
 						c.Relay.TrustedNetworks = append(c.Relay.TrustedNetworks, n)
 					}
 				},
-				"smarthost": d.str(&c.Relay.Smarthost),
+				"smarthost":               d.str(&c.Relay.Smarthost),
+				"smarthost_tls":           d.str(&c.Relay.SmarthostTLS),
+				"smarthost_user":          d.str(&c.Relay.SmarthostUser),
+				"smarthost_password_file": d.str(&c.Relay.SmarthostPasswordFile),
 			})
 		},
 		"submission": func(p path, v any) {
@@ -447,6 +451,14 @@ func validate(c *Config, r *reporter) {
 		default:
 			r.add(path{"checks", key}, "%q: expected \"reject\", \"quarantine\" or \"accept\"", v)
 		}
+	}
+	switch c.Relay.SmarthostTLS {
+	case "required", "verify", "optional":
+	default:
+		r.add(path{"relay", "smarthost_tls"}, "%q: expected \"required\", \"verify\" or \"optional\"", c.Relay.SmarthostTLS)
+	}
+	if (c.Relay.SmarthostUser == "") != (c.Relay.SmarthostPasswordFile == "") {
+		r.add(path{"relay", "smarthost_user"}, "smarthost_user and smarthost_password_file go together")
 	}
 	if c.Delivery.Port < 1 || c.Delivery.Port > 65535 {
 		r.add(path{"delivery", "port"}, "%d: expected a TCP port (25 for delivery on the internet)", c.Delivery.Port)

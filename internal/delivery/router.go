@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/posthorn/posthorn/internal/directory"
+	"github.com/posthorn/posthorn/internal/lmtp"
 	"github.com/posthorn/posthorn/internal/maildir"
 	"github.com/posthorn/posthorn/internal/queue"
 	"github.com/posthorn/posthorn/internal/spool"
@@ -22,6 +23,8 @@ type Options struct {
 	// MailRoot holds the Maildirs: MailRoot/<domain>/<local-part>/.
 	MailRoot string
 	Maildir  *maildir.Deliverer
+	// LMTP delivers to mailboxes of domains whose delivery is "lmtp:...".
+	LMTP *lmtp.Deliverer
 	// Remote delivers recipients at other domains; nil leaves them queued
 	// (deferred) until a remote agent is configured.
 	Remote queue.DeliverFunc
@@ -109,6 +112,17 @@ func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body fun
 		return queue.Outcome{Status: queue.Deferred, Detail: "directory lookup failed: " + err.Error()}
 	}
 	for _, m := range res.Local {
+		if strings.HasPrefix(m.Delivery, "lmtp:") {
+			if r.o.LMTP == nil {
+				return queue.Outcome{Status: queue.Deferred, Detail: "LMTP delivery is not configured; the message stays queued"}
+			}
+			// Every mailbox must take it; a failure is this recipient's.
+			if o := r.o.LMTP.DeliverMailbox(ctx, env, body, m.Delivery, m.Address()); o.Status != queue.Delivered {
+				return o
+			}
+			r.o.Logger.Info("delivered", "id", env.ID, "rcpt", addr, "mailbox", m.Address(), "agent", m.Delivery)
+			continue
+		}
 		if m.Delivery != "" && m.Delivery != "maildir" {
 			return queue.Outcome{Status: queue.Deferred, Detail: fmt.Sprintf("delivery %q is not available in this version; the message stays queued", m.Delivery)}
 		}

@@ -42,6 +42,8 @@ type Detail struct {
 //	[2001:db8::1]: 421 4.7.0 ...                       ... known only by address
 //	connect to mx1.example.net[192.0.2.1]:25: connection refused
 //	expired: still undeliverable after 120h0m0s in the queue; last error: <any of these>
+//	5.1.2 example.org: no MX and no address records   our own failure, led by its status
+//	4.4.1 connect to mx1.example.net[192.0.2.1]:25: connection refused
 //	maildir: open ...: permission denied              a local error
 //
 // Anything it does not recognise ends up in Text whole: it never fails.
@@ -66,6 +68,11 @@ func ParseDetail(s string) Detail {
 		}
 	}
 	prefix := rest
+	if code, text, ok := strings.Cut(rest, " "); ok && replyAt < 0 && smtp.IsEnhancedCode(code) {
+		// A failure of our own, led by its status code:
+		// "5.1.10 example.com: the domain accepts no mail".
+		d.Enhanced, rest, prefix = code, text, text
+	}
 	if replyAt >= 0 {
 		prefix = rest[:replyAt]
 		d.Reply = strings.TrimSpace(rest[replyAt:])

@@ -31,6 +31,11 @@ func TestParseDetail(t *testing.T) {
 			Reply: "550-5.7.1 line one 550-5.7.1 line two 550 5.7.1 line three", Text: "line one line two line three"}},
 		{"connect to mx.example.net[192.0.2.3]:25: connection refused", Detail{
 			RemoteHost: "mx.example.net", RemoteIP: "192.0.2.3", Text: "connection refused"}},
+		// Failures of our own, led by their status code (internal/outbound).
+		{"5.1.2 elsewhere.example: no MX and no address records", Detail{
+			Enhanced: "5.1.2", Text: "elsewhere.example: no MX and no address records"}},
+		{"4.4.1 connect to mx.example.net[192.0.2.3]:25: connection refused", Detail{
+			RemoteHost: "mx.example.net", RemoteIP: "192.0.2.3", Enhanced: "4.4.1", Text: "connection refused"}},
 		{"maildir: open /srv/mail/x/tmp/1: no space left on device", Detail{
 			Text: "maildir: open /srv/mail/x/tmp/1: no space left on device"}},
 		{"expired: still undeliverable after 120h0m0s in the queue; last error: mx1.example.net[192.0.2.1]: 451 4.2.1 mailbox busy", Detail{
