@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -72,17 +73,23 @@ func TestAliasesSubaddressesAndPostmaster(t *testing.T) {
 }
 
 // dataDirCA returns a client TLS config trusting the self-signed
-// certificate posthorn made in its data directory.
+// certificate posthorn made in its data directory, for the name in it.
 func dataDirCA(t *testing.T, d *daemon) *tls.Config {
 	t.Helper()
-	pems, _ := filepath.Glob(filepath.Join(d.dir, "data", "*", "*.pem"))
-	more, _ := filepath.Glob(filepath.Join(d.dir, "data", "*.pem"))
-	pool := x509.NewCertPool()
-	for _, p := range append(pems, more...) {
-		b, _ := os.ReadFile(p)
-		pool.AppendCertsFromPEM(b)
+	pems, _ := filepath.Glob(filepath.Join(d.dir, "data", "tls", "*cert.pem"))
+	if len(pems) == 0 {
+		t.Fatal("no self-signed certificate in the data dir")
 	}
-	return &tls.Config{RootCAs: pool, ServerName: "mx.example.test"}
+	b, _ := os.ReadFile(pems[0])
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b)
+	name := ""
+	if blk, _ := pem.Decode(b); blk != nil {
+		if c, err := x509.ParseCertificate(blk.Bytes); err == nil && len(c.DNSNames) > 0 {
+			name = c.DNSNames[0]
+		}
+	}
+	return &tls.Config{RootCAs: pool, ServerName: name}
 }
 
 // Real third-party client: go-smtp submits over STARTTLS on 587 and over

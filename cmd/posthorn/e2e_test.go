@@ -85,8 +85,15 @@ func startDaemon(t *testing.T, dir, extraConfig string) *daemon {
 
 func startDaemonDNS(t *testing.T, dir, extraConfig string, dnsSrv *dnstest.Server) *daemon {
 	t.Helper()
+	return startWithConfig(t, dir, testConfig(dir, dnsSrv.Addr(), extraConfig), dnsSrv)
+}
+
+// startWithConfig starts posthorn serve on the configuration text given
+// (which must name dnsSrv as its only resolver).
+func startWithConfig(t *testing.T, dir, config string, dnsSrv *dnstest.Server) *daemon {
+	t.Helper()
 	cfg := filepath.Join(dir, "posthorn.toml")
-	if err := os.WriteFile(cfg, []byte(testConfig(dir, dnsSrv.Addr(), extraConfig)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	d := &daemon{t: t, dir: dir, config: cfg, dns: dnsSrv, addrs: map[string]string{}, notify: make(chan struct{}, 1), exited: make(chan error, 1)}

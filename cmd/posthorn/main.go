@@ -19,6 +19,8 @@ Usage:
   posthorn queue list|show|trace|retry|hold|release|delete   the running daemon's queue
   posthorn sendmail [-t] [-f FROM] [RCPT...] < MESSAGE         sendmail(8): queue a message (also as "sendmail")
   posthorn user add|passwd|delete|list     manage submission accounts (password read from stdin or a prompt)
+  posthorn probe HOST[:PORT] | --domain DOMAIN | --ports
+                                           analyst triage of an SMTP server or a mail domain
   posthorn dkim keygen DOMAIN [--selector S] [--algo ed25519|rsa2048]
                                            make a DKIM key and print its DNS record
   posthorn dns records DOMAIN              print the DNS records the configuration needs
@@ -64,6 +66,8 @@ func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr io.W
 		return runSendmail(ctx, rest, stdin, stdout, stderr)
 	case "user":
 		return runUser(ctx, rest, stdin, stdout, stderr)
+	case "probe":
+		return runProbe(ctx, rest, stdout, stderr)
 	case "dkim":
 		return runDKIM(rest, stdout, stderr)
 	case "dns":

@@ -70,7 +70,7 @@ func base(hostname string) *Config {
 			ConnectionsPerIP:  20,
 			CommandTimeout:    5 * time.Minute,
 			DataTimeout:       3 * time.Minute,
-			ErrorsPerSession:  10,
+			ErrorsPerSession:  20, // Postfix smtpd_hard_error_limit; nmap's 16 relay tries must fit
 			AuthFailuresPerIP: 5,
 		},
 		Checks:   Checks{DMARCReject: "reject", DMARCQuarantine: "quarantine"},

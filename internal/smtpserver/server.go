@@ -49,7 +49,7 @@ type Limits struct {
 	ConnectionsPerIP int           // default 20
 	CommandTimeout   time.Duration // waiting for a command; default 5m (RFC 5321 4.5.3.2.7)
 	DataTimeout      time.Duration // waiting for each data block; default 3m (4.5.3.2.5)
-	ErrorsPerSession int           // protocol errors before 421 and close; default 10
+	ErrorsPerSession int           // protocol errors before 421 and close; default 20 (Postfix smtpd_hard_error_limit)
 	AuthFailuresIP   int           // failed AUTH per IP per AuthFailureWindow; default 5
 	LineLength       int           // text line in DATA incl. CRLF; default 1000 (4.5.3.1.6)
 }
@@ -66,7 +66,7 @@ func (l *Limits) setDefaults() {
 	def(&l.Recipients, 100)
 	def(&l.Connections, 1000)
 	def(&l.ConnectionsPerIP, 20)
-	def(&l.ErrorsPerSession, 10)
+	def(&l.ErrorsPerSession, 20)
 	def(&l.AuthFailuresIP, 5)
 	def(&l.LineLength, 1000)
 	if l.MessageSize <= 0 {
