@@ -307,6 +307,7 @@ func TestSignRefusesWrongChainValidation(t *testing.T) {
 		{"pass without chain", testMessage, StatusPass},
 		{"none with a chain", one, StatusNone},
 		{"bogus", one, "maybe"},
+		{"none with a broken ARC field", "ARC-Seal: i=x\r\n" + testMessage, StatusNone},
 	} {
 		o := base
 		o.ChainValidation = c.cv
@@ -315,6 +316,12 @@ func TestSignRefusesWrongChainValidation(t *testing.T) {
 		}
 	}
 	o := base
+	o.ChainValidation = StatusFail
+	set, err := Sign(strings.NewReader("ARC-Seal: i=x\r\n"+testMessage), &o)
+	if err != nil || !strings.Contains(set.Seal, "cv=fail; d=x.example; i=1;") {
+		t.Errorf("sealing a broken chain as failed: %v %v", set, err)
+	}
+	o = base
 	o.HeaderFields = []string{"From", "Authentication-Results"}
 	if _, err := Sign(strings.NewReader(testMessage), &o); err == nil {
 		t.Error("Sign accepted Authentication-Results in h=")

@@ -132,8 +132,8 @@ func Sign(msg io.Reader, opts *SignOptions) (*Headers, error) {
 	case cv != StatusNone && cv != StatusPass && cv != StatusFail:
 		return nil, fmt.Errorf("arc: invalid ChainValidation %q", cv)
 	}
-	if cv == StatusPass && broken != nil {
-		return nil, fmt.Errorf("arc: ChainValidation pass, but %v", broken)
+	if cv != StatusFail && broken != nil {
+		return nil, fmt.Errorf("arc: ChainValidation %s, but %v", cv, broken)
 	}
 	inst := n + 1
 	if inst > MaxInstances {
