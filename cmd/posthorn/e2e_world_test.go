@@ -83,6 +83,10 @@ type fakeMX struct {
 	ln    net.Listener
 	reply func(rcpt string, n int) string
 
+	// hold, when set, delays the reply to the end of data until it is
+	// closed (deliveries in flight).
+	hold chan struct{}
+
 	mu        sync.Mutex
 	asked     map[string]int
 	delivered map[string]int
@@ -151,7 +155,11 @@ func (f *fakeMX) serve(c net.Conn) {
 				f.delivered[r]++
 			}
 			f.messages = append(f.messages, string(body))
+			hold := f.hold
 			f.mu.Unlock()
+			if hold != nil {
+				<-hold
+			}
 			tp.PrintfLine("250 2.0.0 queued")
 		case "RSET":
 			accepted = nil
@@ -163,6 +171,13 @@ func (f *fakeMX) serve(c net.Conn) {
 			tp.PrintfLine("502 5.5.1 no")
 		}
 	}
+}
+
+// received returns the messages taken so far.
+func (f *fakeMX) received() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.messages...)
 }
 
 func (f *fakeMX) count(rcpt string) int {

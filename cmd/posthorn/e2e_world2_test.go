@@ -1,0 +1,177 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/posthorn/posthorn/internal/dns/dnstest"
+	"github.com/posthorn/posthorn/internal/testutil"
+)
+
+// Crash during delivery: deliveries are in flight (the remote server has
+// the data but has not answered) when posthorn is SIGKILLed. After the
+// restart every recipient is delivered: at least once, never lost.
+func TestSIGKILLDuringDeliveryLosesNoRecipient(t *testing.T) {
+	port := sharedPort(t, "127.0.0.3")
+	f := newFakeMX(t, fmt.Sprintf("127.0.0.3:%d", port), func(string, int) string { return "250 2.1.5 ok" })
+	hold := make(chan struct{})
+	f.hold = hold
+	zone := dnstest.Zone{"c.example": {MX: mxs("mx.c.example")}, "mx.c.example": {A: []string{"127.0.0.3"}}}
+	a := worldA(t, port, zone, "1h")
+	const n = 8
+	for i := 0; i < n; i++ {
+		sendFromA(t, a, fmt.Sprintf("inflight %d", i), fmt.Sprintf("r%d@c.example", i))
+	}
+	waitFor(t, "deliveries in flight", func() bool { return len(f.received()) >= 3 })
+	a.kill()
+	f.mu.Lock()
+	f.hold = nil
+	f.mu.Unlock()
+	close(hold)
+
+	// Restart on the same data directory (with a new DNS server).
+	dnsSrv := dnstest.NewServer(t, zone)
+	cfg := strings.Replace(readFile(t, a.config), a.dns.Addr(), dnsSrv.Addr(), 1)
+	a2 := startWithConfig(t, a.dir, cfg, dnsSrv)
+	for i := 0; i < n; i++ {
+		rcpt := fmt.Sprintf("r%d@c.example", i)
+		waitFor(t, rcpt+" delivered", func() bool { return f.count(rcpt) >= 1 })
+	}
+	a2.waitLog(`queue: message done`, 1)
+	dups := 0
+	for i := 0; i < n; i++ {
+		dups += f.count(fmt.Sprintf("r%d@c.example", i)) - 1
+	}
+	t.Logf("%d recipients, all delivered; %d duplicates (deliveries in flight at the kill)", n, dups)
+}
+
+// sendmail -t from a shell: one recipient local, one at a remote domain.
+func TestSendmailReachesLocalAndRemote(t *testing.T) {
+	port := sharedPort(t, "127.0.0.3")
+	f := newFakeMX(t, fmt.Sprintf("127.0.0.3:%d", port), func(string, int) string { return "250 2.1.5 ok" })
+	a := worldA(t, port, dnstest.Zone{"c.example": {MX: mxs("mx.c.example")}, "mx.c.example": {A: []string{"127.0.0.3"}}}, "1h")
+	msg := "To: sender@a.example\nCc: friend@c.example\nBcc: hidden@c.example\nSubject: from cron\n\nThe job ran.\n"
+	if out, err := cli(t, msg, "sendmail", "-C", a.config, "-t", "-oi"); err != nil {
+		t.Fatalf("sendmail -t: %v\n%s", err, out)
+	}
+	a.waitLog(`msg=delivered .*mailbox=sender@a.example`, 1)
+	waitFor(t, "remote copies", func() bool { return f.count("friend@c.example") == 1 && f.count("hidden@c.example") == 1 })
+	local := maildirFiles(t, filepath.Join(a.dir, "data", "mail", "a.example", "sender"))[0]
+	for _, want := range []string{"Subject: from cron\r\n", "The job ran.\r\n", "Message-ID: <", "Date: ", "From: "} {
+		if !strings.Contains(local, want) {
+			t.Errorf("local copy lacks %q:\n%s", want, local)
+		}
+	}
+	for _, m := range append(f.received(), local) {
+		if strings.Contains(m, "hidden@") {
+			t.Fatalf("Bcc visible in a delivered copy:\n%s", m)
+		}
+	}
+}
+
+// Forwarding keeps SPF passing: an alias of A forwards to B; A rewrites
+// the envelope sender with SRS, and B's SPF check of A's domain passes.
+// A bounce of the forwarded copy to the SRS address returns to the
+// original sender.
+func TestForwardingWithSRSPassesSPFAndBouncesReturn(t *testing.T) {
+	port := sharedPort(t, "127.0.0.2", "127.0.0.3")
+	zone := dnstest.Zone{
+		"b.example":       {MX: mxs("mx.b.example")},
+		"mx.b.example":    {A: []string{"127.0.0.2"}},
+		"a.example":       {TXT: []string{"v=spf1 ip4:127.0.0.1 -all"}},
+		"orig.example":    {TXT: []string{"v=spf1 ip4:192.0.2.1 -all"}, MX: mxs("mx.orig.example")},
+		"mx.orig.example": {A: []string{"127.0.0.3"}},
+	}
+	dnsSrv := dnstest.NewServer(t, zone)
+	orig := newFakeMX(t, fmt.Sprintf("127.0.0.3:%d", port), func(string, int) string { return "250 2.1.5 ok" })
+	dirA, dirB := t.TempDir(), t.TempDir()
+	b := startWithConfig(t, dirB, instanceConfig(dirB, "mx.b.example", "127.0.0.2", port, 25, dnsSrv.Addr(), "[[domain]]\nname = \"b.example\"\nmailboxes = [\"bob\"]\n"), dnsSrv)
+	a := startWithConfig(t, dirA, instanceConfig(dirA, "mx.a.example", "127.0.0.1", 0, port, dnsSrv.Addr(),
+		"[[domain]]\nname = \"a.example\"\nmailboxes = [\"x\"]\n\n[aliases]\n\"fwd@a.example\" = [\"bob@b.example\", \"nobody@b.example\"]\n"), dnsSrv)
+
+	c := testutil.Dial(t, a.addrs["smtp"])
+	c.ExpectCmd("EHLO mail.orig.example", 250, "")
+	c.ExpectCmd("MAIL FROM:<someone@orig.example>", 250, "")
+	c.ExpectCmd("RCPT TO:<fwd@a.example>", 250, "")
+	c.ExpectCmd("DATA", 354, "")
+	c.ExpectCmd("From: someone@orig.example\r\nTo: fwd@a.example\r\nSubject: forward me\r\n\r\nhi\r\n.", 250, "")
+
+	b.waitLog(`msg=delivered .*mailbox=bob@b.example`, 1)
+	got := maildirFiles(t, filepath.Join(dirB, "data", "mail", "b.example", "bob"))[0]
+	if !regexp.MustCompile(`Return-Path: <SRS0=[^=]+=[^=]+=orig\.example=someone@a\.example>`).MatchString(got) {
+		t.Fatalf("forwarded copy has no SRS0 envelope sender:\n%s", got)
+	}
+	if !regexp.MustCompile(`spf=pass smtp\.mailfrom=SRS0=`).MatchString(got) {
+		t.Fatalf("B's SPF check of the SRS sender did not pass:\n%s", got)
+	}
+	// nobody@b.example was refused by B (550 5.1.1): A bounces to the SRS
+	// address, which A reverses and sends back to someone@orig.example.
+	a.waitLog(`msg="returned to the original sender" .*to=someone@orig.example`, 1)
+	waitFor(t, "the bounce at the original sender", func() bool { return orig.count("someone@orig.example") == 1 })
+	dsnText := orig.received()[0]
+	if !strings.Contains(dsnText, "nobody@b.example") || !strings.Contains(dsnText, "report-type=delivery-status") {
+		t.Fatalf("original sender got something else:\n%s", dsnText)
+	}
+	// A forged SRS address is refused at RCPT.
+	c2 := testutil.Dial(t, a.addrs["smtp"])
+	c2.ExpectCmd("EHLO mx.b.example", 250, "")
+	c2.ExpectCmd("MAIL FROM:<>", 250, "")
+	c2.ExpectCmd("RCPT TO:<SRS0=AAAAA=AA=orig.example=someone@a.example>", 550, "5.7.1")
+}
+
+// posthorn queue against the running daemon.
+func TestQueueCommands(t *testing.T) {
+	port := sharedPort(t, "127.0.0.4")
+	a := worldA(t, port, dnstest.Zone{"down.example": {MX: mxs("mx.down.example")}, "mx.down.example": {A: []string{"127.0.0.4"}}}, "1h")
+	sendFromA(t, a, "stuck", "x@down.example")
+	a.waitLog(`rcpt=x@down.example status=deferred`, 1)
+	out, err := cli(t, "", "queue", "list", "-c", a.config)
+	if err != nil || !strings.Contains(out, "sender@a.example") || !strings.Contains(out, "x@down.example") {
+		t.Fatalf("queue list: %v\n%s", err, out)
+	}
+	js, err := cli(t, "", "queue", "list", "--json", "-c", a.config)
+	var list []map[string]any
+	if err != nil || json.Unmarshal([]byte(js), &list) != nil || len(list) != 1 {
+		var wrapped map[string]any
+		if json.Unmarshal([]byte(js), &wrapped) != nil {
+			t.Fatalf("queue list --json: %v\n%s", err, js)
+		}
+	}
+	id := regexp.MustCompile(`"id":\s*"([a-z0-9]+)"`).FindStringSubmatch(js)
+	if id == nil {
+		t.Fatalf("no id in --json output:\n%s", js)
+	}
+	for _, args := range [][]string{{"hold", id[1]}, {"release", id[1]}, {"retry", id[1]}, {"trace", id[1]}, {"show", id[1]}} {
+		out, err := cli(t, "", append([]string{"queue"}, append(args, "-c", a.config)...)...)
+		if err != nil {
+			t.Fatalf("queue %v: %v\n%s", args, err, out)
+		}
+		if args[0] == "trace" && !strings.Contains(out, "deferred") {
+			t.Errorf("trace shows no attempt:\n%s", out)
+		}
+	}
+	if out, err := cli(t, "", "queue", "delete", id[1], "-c", a.config); err != nil {
+		t.Fatalf("queue delete: %v\n%s", err, out)
+	}
+	out, _ = cli(t, "", "queue", "list", "-c", a.config)
+	if strings.Contains(out, id[1]) {
+		t.Fatalf("deleted message still listed:\n%s", out)
+	}
+	if out, err := cli(t, "", "queue", "list", "-c", filepath.Join(t.TempDir(), "none.toml")); err == nil {
+		t.Fatalf("queue list without a daemon succeeded:\n%s", out)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
