@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"time"
@@ -23,14 +24,15 @@ type bouncer struct {
 	log        *slog.Logger
 }
 
-// failed is queue.Options.OnFailed.
-func (b *bouncer) failed(env *spool.Envelope, rcpts []int) {
+// failed is queue.Options.OnFailed. An error means the report could not
+// be queued, and the queue asks again later; a report that cannot be
+// built at all is logged and given up (retrying would not help).
+func (b *bouncer) failed(env *spool.Envelope, rcpts []int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	body, err := b.sp.Body(env.ID)
 	if err != nil {
-		b.log.Error("bounce: cannot read the failed message", "id", env.ID, "err", err)
-		return
+		return fmt.Errorf("bounce: cannot read the failed message: %w", err)
 	}
 	defer body.Close()
 	opts := dsn.Options{Hostname: b.hostname}
@@ -41,7 +43,7 @@ func (b *bouncer) failed(env *spool.Envelope, rcpts []int) {
 		// of a failing copy, which would loop.
 		b.log.Warn("bounce: message from <> failed; not bounced", "id", env.ID, "rcpts", len(rcpts))
 		if b.postmaster == "" || env.Listener == "dsn" {
-			return
+			return nil
 		}
 		items := make([]dsn.Item, len(rcpts))
 		for i, r := range rcpts {
@@ -51,23 +53,23 @@ func (b *bouncer) failed(env *spool.Envelope, rcpts []int) {
 	} else {
 		items := dsn.Failures(env, rcpts)
 		if len(items) == 0 {
-			return // NOTIFY=NEVER, or without FAILURE
+			return nil // NOTIFY=NEVER, or without FAILURE
 		}
 		rep, err = dsn.Build(opts, env, items, body)
 	}
 	if errors.Is(err, dsn.ErrNothingToReport) {
-		return
+		return nil
 	}
 	if err != nil {
 		b.log.Error("bounce: cannot build the report", "id", env.ID, "err", err)
-		return
+		return nil
 	}
 	id, err := enqueue(ctx, b.sp, b.q, rep.Envelope(), bytes.NewReader(rep.Data))
 	if err != nil {
-		b.log.Error("bounce: cannot queue the report", "id", env.ID, "err", err)
-		return
+		return fmt.Errorf("bounce: cannot queue the report: %w", err)
 	}
 	b.log.Info("bounce queued", "id", env.ID, "dsn", id, "to", rep.To, "rcpts", len(rcpts))
+	return nil
 }
 
 // enqueue commits a message we generate (a bounce, a forwarded copy) to

@@ -75,10 +75,12 @@ type Options struct {
 
 	// OnFailed is called once recipients have been recorded as Failed
 	// (permanently, or expired), with the envelope as recorded and their
-	// indexes; the DSN generator hangs here. After it returns the
-	// recipients are marked Reported; a crash before that calls it again
+	// indexes; the DSN generator hangs here. After it returns nil the
+	// recipients are marked Reported; an error (the bounce could not be
+	// queued) leaves them unreported and the message in the queue, to
+	// be tried again after FirstRetry; a crash before that calls it again
 	// after restart (at-least-once).
-	OnFailed func(env *spool.Envelope, rcpts []int)
+	OnFailed func(env *spool.Envelope, rcpts []int) error
 
 	// Now and Timer replace the clock in tests. Timer returns a channel
 	// that receives once the clock reaches at, and a stop function. By
@@ -572,7 +574,10 @@ func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 			}
 		}
 		if len(failed) > 0 {
-			m.opts.OnFailed(env, failed)
+			if err := m.opts.OnFailed(env, failed); err != nil {
+				log.Error("queue: failures not reported yet; will try again", "err", err)
+				return retry, m.opts.Now().Add(m.opts.FirstRetry)
+			}
 			updates := make([]spool.RecipientUpdate, len(failed))
 			for k, i := range failed {
 				st := env.Recipients[i].RecipientState

@@ -117,8 +117,9 @@ func newHarness(t *testing.T, dir string, clock *fakeClock, tweak func(*Options)
 		Deliver: h.deliver,
 		Now:     clock.Now,
 		Timer:   clock.Timer,
-		OnFailed: func(env *spool.Envelope, rcpts []int) {
+		OnFailed: func(env *spool.Envelope, rcpts []int) error {
 			h.failed <- failure{env, rcpts}
+			return nil
 		},
 	}
 	if tweak != nil {
@@ -476,4 +477,35 @@ func TestStopCancelsAttemptsWhenItsContextEnds(t *testing.T) {
 	if r := h.load(id).Recipients[0]; r.Status != spool.Pending || r.LastError != "cancelled" {
 		t.Fatalf("after Stop: %+v", r)
 	}
+}
+
+// A bounce that cannot be queued leaves the failure unreported and the
+// message queued; it is reported on a later try.
+func TestFailureReportRetriedWhenTheBounceCannotBeQueued(t *testing.T) {
+	clock := &fakeClock{now: t0}
+	fails := 1
+	var h *harness
+	h = newHarness(t, t.TempDir(), clock, func(o *Options) {
+		o.OnFailed = func(env *spool.Envelope, rcpts []int) error {
+			h.failed <- failure{env, rcpts}
+			if fails > 0 {
+				fails--
+				return errors.New("spool full")
+			}
+			return nil
+		}
+	})
+	h.start()
+	id := h.commit("m", "nouser@example.org")
+	h.q.Submit(id)
+	h.nextCall().answer(Outcome{Status: Failed, Detail: "550 5.1.1 no such user"})
+	h.nextFailure()
+	h.attemptDone()
+	if env := h.load(id); env.Recipients[0].Reported {
+		t.Fatal("marked reported although the report failed")
+	}
+	clock.Advance(5 * time.Minute)
+	h.nextFailure()
+	h.attemptDone()
+	h.assertRemoved(id)
 }
