@@ -90,9 +90,22 @@ func TestForwardingWithSRSPassesSPFAndBouncesReturn(t *testing.T) {
 	dnsSrv := dnstest.NewServer(t, zone)
 	orig := newFakeMX(t, fmt.Sprintf("127.0.0.3:%d", port), func(string, int) string { return "250 2.1.5 ok" })
 	dirA, dirB := t.TempDir(), t.TempDir()
+	// A seals what it forwards with ARC, with its DKIM key.
+	key := filepath.Join(dirA, "a.ed1.key")
+	if out, err := cli(t, "", "dkim", "keygen", "--out", key, "a.example"); err != nil {
+		t.Fatalf("keygen: %v\n%s", err, out)
+	}
 	b := startWithConfig(t, dirB, instanceConfig(dirB, "mx.b.example", "127.0.0.2", port, 25, dnsSrv.Addr(), "[[domain]]\nname = \"b.example\"\nmailboxes = [\"bob\"]\n"), dnsSrv)
 	a := startWithConfig(t, dirA, instanceConfig(dirA, "mx.a.example", "127.0.0.1", 0, port, dnsSrv.Addr(),
-		"[[domain]]\nname = \"a.example\"\nmailboxes = [\"x\"]\n\n[aliases]\n\"fwd@a.example\" = [\"bob@b.example\", \"nobody@b.example\"]\n"), dnsSrv)
+		"[[domain]]\nname = \"a.example\"\nmailboxes = [\"x\"]\n[[domain.dkim]]\nselector = \"ed1\"\nkey = "+quote(key)+"\n\n[aliases]\n\"fwd@a.example\" = [\"bob@b.example\", \"nobody@b.example\"]\n"), dnsSrv)
+	records, err := cli(t, "", "dns", "records", "-c", a.config, "a.example")
+	if err != nil {
+		t.Fatalf("dns records: %v\n%s", err, records)
+	}
+	for name, v := range dkimRecords(t, records) {
+		zone[name] = dnstest.Records{TXT: []string{v}}
+	}
+	dnsSrv.SetZone(zone)
 
 	c := testutil.Dial(t, a.addrs["smtp"])
 	c.ExpectCmd("EHLO mail.orig.example", 250, "")
@@ -108,6 +121,13 @@ func TestForwardingWithSRSPassesSPFAndBouncesReturn(t *testing.T) {
 	}
 	if !regexp.MustCompile(`spf=pass smtp\.mailfrom=SRS0=`).MatchString(got) {
 		t.Fatalf("B's SPF check of the SRS sender did not pass:\n%s", got)
+	}
+	// A's ARC set carries A's results (spf=fail for orig.example from
+	// A's client) to B, and B validates the chain.
+	seal := regexp.MustCompile(`(?s)ARC-Seal: (.*?)\r\n[^ \t]`).FindStringSubmatch(got)
+	if seal == nil || !strings.Contains(seal[1], "cv=none") || !strings.Contains(seal[1], "d=a.example") || !strings.Contains(seal[1], "s=ed1") ||
+		!strings.Contains(got, "ARC-Authentication-Results: i=1; mx.a.example;") || !strings.Contains(got, "arc=pass smtp.remote-ip=127.0.0.1") {
+		t.Fatalf("forwarded copy not ARC-sealed by A and validated by B:\n%s", got)
 	}
 	// nobody@b.example was refused by B (550 5.1.1): A bounces to the SRS
 	// address, which A reverses and sends back to someone@orig.example.

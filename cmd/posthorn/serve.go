@@ -123,7 +123,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		return err
 	}
 	defer remote.Close()
-	fwd := &forwarder{sp: sp, srs: rewriter}
+	sealer, err := newARCSealer(cfg)
+	if err != nil {
+		return err
+	}
+	fwd := &forwarder{sp: sp, srs: rewriter, seal: sealer, log: log}
 	bnc := &bouncer{hostname: cfg.Hostname, postmaster: "postmaster@" + firstDomain(cfg), sp: sp, log: log}
 	router := delivery.New(delivery.Options{
 		Directory:  dir,
@@ -334,9 +338,11 @@ func newDirectory(cfg *config.Config, accounts *auth.Store) (*directory.Director
 // to at other domains, with the envelope sender rewritten by SRS so that
 // the copy keeps passing SPF at its destination.
 type forwarder struct {
-	sp  *spool.Spool
-	q   *queue.Manager
-	srs *srs.Rewriter
+	sp   *spool.Spool
+	q    *queue.Manager
+	srs  *srs.Rewriter
+	seal *arcSealer // nil: forwarded copies are not ARC-sealed
+	log  *slog.Logger
 }
 
 func (f *forwarder) forward(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), to []string) error {
@@ -352,6 +358,15 @@ func (f *forwarder) forward(ctx context.Context, env *spool.Envelope, body func(
 	fwd := spool.Envelope{
 		From: from, SMTPUTF8: env.SMTPUTF8, Body: env.Body,
 		EnvID: env.EnvID, Ret: env.Ret, Listener: "forward", ClientAddr: env.ClientAddr,
+	}
+	if f.seal != nil {
+		set, err := f.seal.seal(body)
+		if err != nil {
+			// A broken chain or a message we cannot seal is still
+			// forwarded, as it would be without ARC.
+			f.log.Warn("forwarding without an ARC set", "id", env.ID, "err", err)
+		}
+		fwd.Prepend = set
 	}
 	for _, a := range to {
 		fwd.Recipients = append(fwd.Recipients, spool.Recipient{Addr: a})

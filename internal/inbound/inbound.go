@@ -1,4 +1,4 @@
-// Package inbound authenticates mail received from other servers: SPF, DKIM and DMARC, summed up in one Authentication-Results header.
+// Package inbound authenticates mail received from other servers: SPF, DKIM, DMARC and ARC, summed up in one Authentication-Results header.
 package inbound
 
 import (
@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/posthorn/posthorn/internal/arc"
 	"github.com/posthorn/posthorn/internal/authres"
 	"github.com/posthorn/posthorn/internal/dkim"
 	"github.com/posthorn/posthorn/internal/dmarc"
@@ -76,6 +77,7 @@ type Verdict struct {
 	SPF        spf.Result
 	DKIM       []dkim.Result
 	DMARC      dmarc.Result
+	ARC        arc.Result
 }
 
 // maxHeader bounds the header section read for From.
@@ -117,6 +119,17 @@ func (c *Checker) Check(ctx context.Context, in Input) (Verdict, error) {
 		dkimForDMARC = append(dkimForDMARC, dmarc.DKIMResult{Domain: d.Domain, Selector: d.Selector, Result: string(d.Status)})
 	}
 
+	// ARC (RFC 8617): the chain of earlier forwarders' results. Recorded,
+	// and carried on when we forward; it does not override DMARC here.
+	r, err = in.Data()
+	if err != nil {
+		return v, err
+	}
+	v.ARC, err = arc.Verify(ctx, c.o.Resolver, r, nil)
+	if err != nil {
+		return v, err
+	}
+
 	// DMARC, for the From domain(s).
 	r, err = in.Data()
 	if err != nil {
@@ -134,6 +147,7 @@ func (c *Checker) Check(ctx context.Context, in Input) (Verdict, error) {
 		policy = string(v.DMARC.PublishedPolicy)
 	}
 	results = append(results, authres.DMARC(string(v.DMARC.Result), v.DMARC.AuthorDomain, policy))
+	results = append(results, v.ARC.AuthResult(in.ClientIP.String()))
 	v.AuthResults = authres.Format(c.o.AuthServID, results)
 
 	if v.DMARC.Result == dmarc.StatusFail {
@@ -153,7 +167,7 @@ func (c *Checker) Check(ctx context.Context, in Input) (Verdict, error) {
 		}
 	}
 	c.o.Logger.Info("authentication", "client", in.ClientIP.String(), "from", in.MailFrom, "spf", string(res),
-		"dkim", dkimSummary(v.DKIM), "dmarc", string(v.DMARC.Result), "dmarc_policy", string(v.DMARC.Policy), "author", v.DMARC.AuthorDomain)
+		"dkim", dkimSummary(v.DKIM), "arc", string(v.ARC.Status), "dmarc", string(v.DMARC.Result), "dmarc_policy", string(v.DMARC.Policy), "author", v.DMARC.AuthorDomain)
 	return v, nil
 }
 
