@@ -112,7 +112,7 @@ func (d *Deliverer) Deliver(ctx context.Context, t Target, env *spool.Envelope, 
 			c.Quit(ctx)
 			// A refusal before the transaction is the server's trouble,
 			// not the recipients': retry.
-			return settle(queue.Deferred, where+": "+re.Reply.Error())
+			return settle(queue.Deferred, where+": "+outbound.ReplyLine(re.Reply))
 		}
 		if c != nil {
 			c.Close()
@@ -146,11 +146,11 @@ func (d *Deliverer) Deliver(ctx context.Context, t Target, env *spool.Envelope, 
 	for i, r := range resps {
 		switch {
 		case r.Command == "end of DATA" && r.Reply.Code >= 200 && r.Reply.Code < 300:
-			out[i] = queue.Outcome{Status: queue.Delivered, Detail: where + ": " + r.Reply.Error()}
+			out[i] = queue.Outcome{Status: queue.Delivered, Detail: where + ": " + outbound.ReplyLine(r.Reply)}
 		case r.Reply.Permanent():
-			out[i] = queue.Outcome{Status: queue.Failed, Detail: where + ": " + r.Reply.Error()}
+			out[i] = queue.Outcome{Status: queue.Failed, Detail: where + ": " + outbound.ReplyLine(r.Reply)}
 		case r.Reply.Transient():
-			out[i] = queue.Outcome{Status: queue.Deferred, Detail: where + ": " + r.Reply.Error()}
+			out[i] = queue.Outcome{Status: queue.Deferred, Detail: where + ": " + outbound.ReplyLine(r.Reply)}
 		default:
 			why := "no reply"
 			if err != nil {

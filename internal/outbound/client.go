@@ -273,6 +273,11 @@ func (c *Client) read(ctx context.Context, d time.Duration) (smtp.Reply, error) 
 	if err != nil {
 		return r, c.fail(ctxErr(ctx, err))
 	}
+	if r.Code == 421 {
+		// RFC 5321 3.8: the server is closing the connection; the reply
+		// stands, the connection does not.
+		c.fail(&ReplyError{Command: "any command", Reply: r})
+	}
 	return r, nil
 }
 
@@ -503,9 +508,10 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 		}
 	}
 	to := c.o.Timeouts
+	ok := func(r smtp.Reply) bool { return r.Code/100 == 2 }
 	all := func(cmd string, r smtp.Reply) {
 		for i := range res {
-			if res[i].Reply.Code == 0 || res[i].Reply.Positive() {
+			if res[i].Reply.Code == 0 || ok(res[i].Reply) {
 				res[i] = Response{Command: cmd, Reply: r}
 			}
 		}
@@ -531,11 +537,11 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 				return res, err
 			}
 			res[i] = Response{Command: "RCPT TO", Reply: r}
-			if r.Positive() {
+			if ok(r) {
 				accepted++
 			}
 		}
-		if !mailReply.Positive() {
+		if !ok(mailReply) {
 			// The RCPT replies are 503s about the missing MAIL; the
 			// MAIL reply is the one that says why.
 			for i := range res {
@@ -549,7 +555,7 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 			return res, err
 		}
 		mailReply = r
-		if !r.Positive() {
+		if !ok(r) {
 			all("MAIL FROM", r)
 			return res, nil
 		}
@@ -559,7 +565,7 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 				return res, err
 			}
 			res[i] = Response{Command: "RCPT TO", Reply: r}
-			if r.Positive() {
+			if ok(r) {
 				accepted++
 			}
 		}
@@ -571,6 +577,10 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 	r, err := c.cmd(ctx, to.DataInit, "DATA")
 	if err != nil {
 		return res, err
+	}
+	if r.Code/100 == 2 || r.Code/100 == 3 && r.Code != 354 {
+		// Neither go-ahead nor refusal: the dialog is out of step.
+		return res, c.fail(fmt.Errorf("outbound: unexpected reply to DATA: %s", smtp.Printable(r.Error())))
 	}
 	if r.Code != 354 {
 		all("DATA", r)
@@ -599,7 +609,7 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 	// recipient, in the order of the RCPTs (RFC 2033 4.2).
 	var shared smtp.Reply
 	for i := range res {
-		if !res[i].Reply.Positive() {
+		if !ok(res[i].Reply) {
 			continue
 		}
 		if !c.o.LMTP && shared.Code != 0 {
@@ -609,7 +619,7 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 		r, err := c.read(ctx, to.DataFinal)
 		if err != nil {
 			for j := i; j < len(res); j++ {
-				if res[j].Reply.Positive() {
+				if ok(res[j].Reply) {
 					res[j] = Response{Command: "end of DATA"}
 				}
 			}

@@ -743,6 +743,8 @@ func (g *group) transact(s *sess, pending []int) []int {
 				why := "no reply"
 				if err != nil {
 					why = errText(err)
+				} else if r.Reply.Code != 0 {
+					why = "unexpected reply " + ReplyLine(r.Reply)
 				}
 				g.detail[p] = localDetail("4.4.2", s.where()+": lost connection or no answer during the transaction: "+why)
 				still = append(still, p)

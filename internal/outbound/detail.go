@@ -33,14 +33,24 @@ type Detail struct {
 // answered goes to the log, not here: the detail ends up whole in DSNs'
 // Diagnostic-Code.)
 func replyDetail(host, ip string, r smtp.Reply) string {
-	return host + "[" + ip + "]: " + oneLine(r)
+	return host + "[" + ip + "]: " + ReplyLine(r)
 }
 
 // localDetail writes the detail for a failure of our own.
 func localDetail(status, text string) string { return status + " " + text }
 
-// oneLine renders a reply as one line: "550 5.1.1 text text".
-func oneLine(r smtp.Reply) string { return r.Error() }
+// ReplyLine renders a reply as one line for a detail: "550 5.1.1 text
+// text". Control characters become spaces: smtp.ReadReply keeps a CR in
+// the middle of a line, and a detail goes into logs and DSN header fields.
+func ReplyLine(r smtp.Reply) string {
+	b := []byte(r.Error())
+	for i, c := range b {
+		if c < 0x20 || c == 0x7f {
+			b[i] = ' '
+		}
+	}
+	return string(b)
+}
 
 // ParseDetail reads a Detail written by this package (or any string:
 // what does not parse is returned with only Text set, ok false). Status
