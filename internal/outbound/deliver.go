@@ -565,7 +565,7 @@ func (g *group) connect(key poolKey, pol TLSPolicy, useTLS bool) (s *sess, detai
 				verified := verifyPKIX(*cs, d.rootCAs(), host) == nil
 				d.log.Info("TLS established", "id", g.m.env.ID, "server", where, "version", tls.VersionName(cs.Version),
 					"cipher", tls.CipherSuiteName(cs.CipherSuite), "verified", verified || pol.Level == TLSVerify, "level", pol.Level)
-			case errors.As(err, &re) && c.Usable() && pol.Level == TLSMay:
+			case errors.As(err, &re) && c.Usable() && c.TLS() == nil && pol.Level == TLSMay:
 				// 454 and the like: carry on in clear text.
 			case errors.As(err, &re) && c.Usable():
 				c.Quit(ctx)

@@ -828,3 +828,46 @@ func TestLimiter(t *testing.T) {
 		t.Errorf("limiter not empty after release: %v, %d", l.per, len(l.total))
 	}
 }
+
+// TestIPv6FirstThenIPv4: a host's AAAA addresses are tried before its A
+// addresses, and a dead IPv6 address falls back to IPv4.
+func TestIPv6FirstThenIPv4(t *testing.T) {
+	ln6, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skip("no IPv6 loopback:", err)
+	}
+	ln6.Close()
+	port, lns := listenSamePort(t, "::1", "127.0.0.2")
+	v6, v4 := &fake{}, &fake{}
+	v6.serve(t, lns[0])
+	v4.serve(t, lns[1])
+	r := dnstest.NewResolver(dnstest.Zone{
+		"both.example":  {A: []string{"127.0.0.2"}, AAAA: []string{"::1"}},
+		"dead6.example": {A: []string{"127.0.0.3"}, AAAA: []string{"::1"}},
+	})
+	d := newDeliverer(t, testOptions(t, r, port))
+	wantStatus(t, deliver(d, env("a@posthorn.test", plainMsg, "x@both.example"), plainMsg), queue.Delivered)
+	if len(v6.messages()) != 1 || len(v4.messages()) != 0 {
+		t.Fatalf("IPv6 not tried first: v6 %d, v4 %d", len(v6.messages()), len(v4.messages()))
+	}
+	o := testOptions(t, r, port)
+	o.PreferIPv4 = true
+	wantStatus(t, deliver(newDeliverer(t, o), env("a@posthorn.test", plainMsg, "x@both.example"), plainMsg), queue.Delivered)
+	if len(v4.messages()) != 1 {
+		t.Fatal("PreferIPv4 ignored")
+	}
+	o = testOptions(t, r, port)
+	o.Network = "ip4"
+	wantStatus(t, deliver(newDeliverer(t, o), env("a@posthorn.test", plainMsg, "x@both.example"), plainMsg), queue.Delivered)
+	if len(v4.messages()) != 2 {
+		t.Fatal(`Network "ip4" ignored`)
+	}
+	// Nothing listens on ::1 at this port: refused, then IPv4.
+	port2, lns2 := listenSamePort(t, "127.0.0.3")
+	v4b := &fake{}
+	v4b.serve(t, lns2[0])
+	wantStatus(t, deliver(newDeliverer(t, testOptions(t, r, port2)), env("a@posthorn.test", plainMsg, "x@dead6.example"), plainMsg), queue.Delivered)
+	if len(v4b.messages()) != 1 {
+		t.Fatal("no fallback from IPv6 to IPv4")
+	}
+}

@@ -28,7 +28,7 @@ import (
 func listenSamePort(t *testing.T, ips ...string) (int, []net.Listener) {
 	t.Helper()
 	for range 50 {
-		first, err := net.Listen("tcp", ips[0]+":0")
+		first, err := net.Listen("tcp", net.JoinHostPort(ips[0], "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
