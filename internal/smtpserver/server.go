@@ -129,6 +129,7 @@ type Options struct {
 	Limits     Limits
 	Logger     *slog.Logger
 	Now        func() time.Time
+	Metrics    Metrics // nil: none
 }
 
 // Server serves SMTP on any number of listeners.
@@ -237,6 +238,7 @@ func (s *Server) startSession(c net.Conn, role Role) {
 	}
 	if refuse != "" {
 		s.mu.Unlock()
+		s.countConnection(role, total >= s.o.Limits.Connections)
 		s.log.Warn("connection refused", "conn", id, "client", ip.String(), "role", role.String(), "reason", refuse)
 		go func() {
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -250,9 +252,11 @@ func (s *Server) startSession(c net.Conn, role Role) {
 	s.perIP[ip]++
 	s.wg.Add(1)
 	s.mu.Unlock()
+	s.countSession(role, "")
 
 	go func() {
 		defer s.wg.Done()
+		defer func() { s.countSession(role, sess.endOutcome()) }()
 		defer func() {
 			s.mu.Lock()
 			delete(s.sessions, sess)

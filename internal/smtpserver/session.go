@@ -45,6 +45,7 @@ type session struct {
 	messages int
 	closing  atomic.Bool
 	idle     atomic.Bool // waiting for a command outside a transaction
+	end      string      // how the session ended, for metrics
 
 	tx *transaction
 }
@@ -83,6 +84,7 @@ func (s *session) run() {
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error("panic in session; closing it", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.end = "panic"
 		}
 		s.abortTx()
 		s.conn.SetDeadline(time.Now().Add(time.Second))
@@ -102,6 +104,7 @@ func (s *session) run() {
 	lim := &s.srv.o.Limits
 	if s.role == RoleSubmissions {
 		if !s.handshake() {
+			s.end = "tls_failed"
 			return
 		}
 	}
@@ -118,6 +121,7 @@ func (s *session) run() {
 		if s.closing.Load() && s.tx == nil {
 			s.reply(smtp.R(421, "4.3.2", "%s shutting down; please try again later", s.srv.o.Hostname))
 			s.flush()
+			s.end = "shutdown"
 			return
 		}
 		s.tc.timeout = lim.CommandTimeout
@@ -126,6 +130,7 @@ func (s *session) run() {
 		if err != nil && s.closing.Load() && s.tx == nil {
 			s.reply(smtp.R(421, "4.3.2", "%s shutting down; please try again later", s.srv.o.Hostname))
 			s.flush()
+			s.end = "shutdown"
 			return
 		}
 		switch {
@@ -160,14 +165,17 @@ func (s *session) ioError(err error, during string) {
 	var ne net.Error
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		s.end = "disconnect"
 		if s.tx != nil {
 			s.log.Info("client disconnected during a transaction", "during", during)
 		}
 	case errors.As(err, &ne) && ne.Timeout():
+		s.end = "timeout"
 		s.log.Info("timeout; closing", "during", during)
 		s.reply(smtp.R(421, "4.4.2", "%s timeout exceeded; closing connection", s.srv.o.Hostname))
 		s.flush()
 	default:
+		s.end = "error"
 		s.log.Info("connection error", "during", during, "err", err)
 	}
 }
@@ -201,6 +209,7 @@ func (s *session) protocolError(r smtp.Reply) bool {
 		s.reply(smtp.R(421, "4.7.0", "%s too many errors; closing connection", s.srv.o.Hostname))
 		s.flush()
 		s.log.Info("too many errors; closing", "errors", s.errors)
+		s.end = "errors"
 		return true
 	}
 	return false
@@ -237,6 +246,7 @@ func (s *session) command(line string) error {
 	case "NOOP":
 		s.reply(smtp.R(250, "2.0.0", "Ok"))
 	case "QUIT":
+		s.end = "quit"
 		s.reply(smtp.R(221, "2.0.0", "%s closing connection", s.srv.o.Hostname))
 		return errClose
 	case "VRFY":
@@ -343,6 +353,7 @@ func (s *session) cmdMail(arg string) error {
 				return s.refuse(smtp.R(501, "5.5.4", "Bad SIZE value"))
 			}
 			if n > s.srv.o.Limits.MessageSize {
+				s.srv.countRefused(s.role, "size")
 				s.reply(smtp.R(552, "5.3.4", "Message size %d exceeds the limit of %d octets", n, s.srv.o.Limits.MessageSize))
 				return nil
 			}
@@ -384,6 +395,7 @@ func (s *session) cmdMail(arg string) error {
 	}
 	if err := s.srv.o.Policy.Sender(context.Background(), s.client(), pa.Addr); err != nil {
 		s.log.Info("sender refused", "client", s.ip.String(), "from", smtp.Printable(env.From), "reply", err.Error())
+		s.srv.countRefused(s.role, errReason(err))
 		return s.policyError(err)
 	}
 	env.Arrival = s.srv.o.Now()
@@ -442,6 +454,7 @@ func (s *session) cmdRcpt(arg string) error {
 	}
 	if len(s.tx.env.Recipients) >= s.srv.o.Limits.Recipients {
 		// RFC 5321 4.5.3.1.10: 452, and the client sends the rest later.
+		s.srv.countRcptRefused(s.role, "too_many_recipients")
 		s.reply(smtp.R(452, "4.5.3", "Too many recipients; send the rest in another transaction"))
 		return nil
 	}
@@ -468,6 +481,7 @@ func (s *session) cmdRcpt(arg string) error {
 	addr, err := s.srv.o.Policy.Recipient(context.Background(), s.client(), pa.Addr)
 	if err != nil {
 		s.log.Info("recipient refused", "client", s.ip.String(), "from", smtp.Printable(s.tx.env.From), "rcpt", smtp.Printable(pa.Addr.String()), "reply", err.Error())
+		s.srv.countRcptRefused(s.role, errReason(err))
 		return s.policyError(err)
 	}
 	rcpt.Addr = addr
@@ -646,6 +660,7 @@ func firstOr(f []string, d string) string {
 // commit checks the message, makes it durable and hands it to the
 // queue; only then is the client told 250.
 func (s *session) commit() smtp.Reply {
+	start := time.Now() // the end of the message data
 	tx := s.tx
 	env := tx.env
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -686,6 +701,7 @@ func (s *session) commit() smtp.Reply {
 	}
 	s.tx = nil
 	s.messages++
+	s.srv.countAccepted(s.role, env.Size, time.Since(start))
 	attrs := []any{"id", env.ID, "client", s.ip.String(), "from", env.From, "rcpts", len(env.Recipients), "size", env.Size, "role", s.role.String()}
 	if s.tls != nil {
 		attrs = append(attrs, "tls", tls.VersionName(s.tls.Version))
@@ -707,6 +723,7 @@ func (s *session) logRefused(r smtp.Reply) {
 	if s.tx == nil {
 		return
 	}
+	s.srv.countRefused(s.role, refusalReason(r))
 	s.log.Info("message refused", "client", s.ip.String(), "from", smtp.Printable(s.tx.env.From),
 		"rcpts", len(s.tx.env.Recipients), "reply", r.Error())
 }
