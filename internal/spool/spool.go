@@ -85,6 +85,8 @@ type Options struct {
 	Dir string
 	// Logger receives recovery events; nil discards them.
 	Logger *slog.Logger
+	// Metrics receives group-commit measurements; nil: none.
+	Metrics Metrics
 }
 
 // Spool is a durable message store. Its methods are safe for concurrent use.
@@ -132,7 +134,7 @@ func Open(opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("spool: %s is in use by another process: %w", opts.Dir, err)
 	}
 	s.lock = lock
-	s.syncer, err = newDirSyncer(s.dir)
+	s.syncer, err = newDirSyncer(s.dir, opts.Metrics)
 	if err != nil {
 		lock.Close()
 		return nil, fmt.Errorf("spool: %w", err)

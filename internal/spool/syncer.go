@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // dirSyncer shares directory fsyncs between concurrent callers (group
@@ -21,16 +22,17 @@ type dirSyncer struct {
 	closed bool
 	done   chan struct{}
 	syncs  atomic.Int64 // directory fsyncs issued, for tests and benchmarks
+	m      Metrics      // may be nil
 }
 
 var errSyncerClosed = errors.New("spool: closed")
 
-func newDirSyncer(path string) (*dirSyncer, error) {
+func newDirSyncer(path string, m Metrics) (*dirSyncer, error) {
 	d, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	s := &dirSyncer{dir: d, fsync: d.Sync, reqs: make(chan chan error, 256), done: make(chan struct{})}
+	s := &dirSyncer{dir: d, fsync: d.Sync, reqs: make(chan chan error, 256), done: make(chan struct{}), m: m}
 	go s.run()
 	return s, nil
 }
@@ -52,8 +54,12 @@ func (s *dirSyncer) run() {
 				break gather
 			}
 		}
+		start := time.Now()
 		err := s.fsync()
 		s.syncs.Add(1)
+		if s.m != nil {
+			s.m.DirSync(len(batch), time.Since(start))
+		}
 		for _, r := range batch {
 			r <- err
 		}
