@@ -87,6 +87,8 @@ type Options struct {
 	// default the real clock and time.Timer.
 	Now   func() time.Time
 	Timer func(at time.Time) (c <-chan time.Time, stop func() bool)
+
+	Metrics Metrics // nil: none
 }
 
 // Manager owns the delivery attempts of the spooled messages.
@@ -548,6 +550,7 @@ func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 				args = append(args, "next_attempt", st.NextAttempt)
 			}
 			log.Info("queue: delivery", args...)
+			m.countAttempt(status, now.Sub(env.Arrival))
 		}
 		// Durable before acted on: otherwise a crash here would resend
 		// to recipients already done, or lose a failure.
