@@ -76,6 +76,7 @@ type Options struct {
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Shuffle replaces rand.Shuffle for MX hosts of equal preference.
 	Shuffle func(n int, swap func(i, j int))
+	Metrics Metrics // nil: none
 }
 
 // Smarthost is a relay that takes all remote mail (Postfix relayhost).
@@ -323,6 +324,7 @@ type group struct {
 	rcpts  []int
 	out    []queue.Outcome
 	detail map[int]string // last detail of each pending position
+	tls    string         // TLS of the last connection, for metrics
 }
 
 func (g *group) rcpt(p int) *spool.Recipient { return &g.m.env.Recipients[g.rcpts[p]] }
@@ -336,6 +338,7 @@ func (g *group) settle(st queue.Status, detail string, pending []int) {
 
 func (g *group) finish(p int, st queue.Status, detail string, attrs ...any) {
 	g.out[p] = queue.Outcome{Status: st, Detail: detail}
+	g.count(st)
 	args := append([]any{"id", g.m.env.ID, "rcpt", g.rcpt(p).Addr, "status", st, "detail", detail}, attrs...)
 	g.d.log.Info("remote delivery", args...)
 }
@@ -400,6 +403,7 @@ hosts:
 				continue
 			}
 			sessions++
+			g.noteTLS(s)
 			pending = g.transact(s, pending)
 			g.d.done(s)
 			if len(pending) == 0 || sessions >= d.o.MaxSessions {
