@@ -176,3 +176,10 @@ func TestDataWriterNormalisesAndStuffs(t *testing.T) {
 		}
 	}
 }
+
+func TestReadReplyCleansControlCharacters(t *testing.T) {
+	r, err := ReadReply(bufio.NewReader(strings.NewReader("550 5.1.1 bad\ruser\x00 here\r\n")))
+	if err != nil || r.Enhanced != "5.1.1" || r.Text() != "bad?user? here" {
+		t.Fatalf("%+v %v", r, err)
+	}
+}

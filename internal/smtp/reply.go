@@ -162,7 +162,9 @@ func ReadReply(br *bufio.Reader) (Reply, error) {
 			}
 			text = line[4:]
 		}
-		r.Lines = append(r.Lines, text)
+		// A hostile server's bare CR or other control characters never
+		// reach our logs or DSNs.
+		r.Lines = append(r.Lines, sanitizeText(text))
 		if !more {
 			break
 		}
