@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 )
 
@@ -18,14 +19,23 @@ type Server struct {
 }
 
 // Listen binds addr at once (so a port that cannot be had stops the
-// start) and serves the metrics at /metrics until Close.
-func (m *Metrics) Listen(addr string, log *slog.Logger) (*Server, error) {
+// start) and serves the metrics at /metrics until Close. With profiling,
+// Go's profiles are also served under /debug/pprof/ (for bench/run; they
+// show code paths and allocation sites, never message contents).
+func (m *Metrics) Listen(addr string, log *slog.Logger, profiling bool) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen for metrics on %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	}
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "posthorn: metrics at /metrics")

@@ -29,7 +29,7 @@ func TestListenServesMetrics(t *testing.T) {
 	m.MessageAccepted("smtp", 24, time.Millisecond)
 	m.DirSync(5, time.Millisecond)
 	m.QueueSizes(func() map[string]int { return map[string]int{"deferred": 3} })
-	srv, err := m.Listen("127.0.0.1:0", nil)
+	srv, err := m.Listen("127.0.0.1:0", nil, false)
 	if err != nil {
 		t.Fatal(err)
 	}
