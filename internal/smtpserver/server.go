@@ -127,6 +127,8 @@ type Options struct {
 	Auth       Authenticator // nil: AUTH is never offered
 	TLS        *tls.Config   // nil: no STARTTLS, and 465 cannot be served
 	Limits     Limits
+	Admission  Admission // abuse limits beyond Limits (admission.go); zero: off
+	Screen     Screen    // DNS lists, reverse DNS, HELO, greylisting on port 25; nil: none
 	Logger     *slog.Logger
 	Now        func() time.Time
 	Metrics    Metrics // nil: none
@@ -143,6 +145,7 @@ type Server struct {
 	sessions  map[*session]struct{}
 	perIP     map[netip.Addr]int
 	authFails map[netip.Addr][]time.Time
+	adm       *admission
 	closing   bool
 	wg        sync.WaitGroup
 }
@@ -168,6 +171,7 @@ func New(o Options) *Server {
 		sessions:  map[*session]struct{}{},
 		perIP:     map[netip.Addr]int{},
 		authFails: map[netip.Addr][]time.Time{},
+		adm:       newAdmission(o.Admission),
 	}
 }
 
@@ -235,6 +239,8 @@ func (s *Server) startSession(c net.Conn, role Role) {
 		refuse = "too many connections; try again later"
 	case s.perIP[ip] >= s.o.Limits.ConnectionsPerIP:
 		refuse = "too many connections from your address; try again later"
+	default:
+		refuse = s.admit(ip) // admission.go: per IPv6 /64, connection rate
 	}
 	if refuse != "" {
 		s.mu.Unlock()
@@ -263,6 +269,7 @@ func (s *Server) startSession(c net.Conn, role Role) {
 			if s.perIP[ip]--; s.perIP[ip] <= 0 {
 				delete(s.perIP, ip)
 			}
+			s.released(ip)
 			s.mu.Unlock()
 		}()
 		sess.run()

@@ -45,7 +45,8 @@ type session struct {
 	messages int
 	closing  atomic.Bool
 	idle     atomic.Bool // waiting for a command outside a transaction
-	end      string      // how the session ended, for metrics
+	adm      sessionAdmission
+	end      string // how the session ended, for metrics
 
 	tx *transaction
 }
@@ -108,7 +109,12 @@ func (s *session) run() {
 			return
 		}
 	}
-	s.reply(smtp.Reply{Code: 220, Lines: []string{s.srv.o.Hostname + " ESMTP posthorn"}})
+	greeting, ok := s.greeting() // admission.go: 554 or 421 when screened out
+	s.reply(greeting)
+	if !ok {
+		s.flush()
+		return
+	}
 	for {
 		// Replies to a pipelined batch go out together, once the client
 		// has nothing more buffered (RFC 2920 3.1).
@@ -172,7 +178,7 @@ func (s *session) ioError(err error, during string) {
 	case errors.As(err, &ne) && ne.Timeout():
 		s.end = "timeout"
 		s.log.Info("timeout; closing", "during", during)
-		s.reply(smtp.R(421, "4.4.2", "%s timeout exceeded; closing connection", s.srv.o.Hostname))
+		s.reply(s.timeoutReply())
 		s.flush()
 	default:
 		s.end = "error"
@@ -204,6 +210,7 @@ func (s *session) flush() bool {
 // because the client made too many errors.
 func (s *session) protocolError(r smtp.Reply) bool {
 	s.errors++
+	s.tarpit()
 	s.reply(r)
 	if s.errors >= s.srv.o.Limits.ErrorsPerSession {
 		s.reply(smtp.R(421, "4.7.0", "%s too many errors; closing connection", s.srv.o.Hostname))
@@ -226,6 +233,9 @@ func (s *session) command(line string) error {
 	cmd, err := smtp.ParseCommand(line)
 	if err != nil {
 		return s.refuse(smtp.R(500, "5.5.2", "Syntax error: command not recognized"))
+	}
+	if r, blocked := s.blockedReply(cmd.Verb); blocked {
+		return s.refuse(r)
 	}
 	switch cmd.Verb {
 	case "EHLO":
@@ -291,6 +301,9 @@ func (s *session) cmdHello(arg string, esmtp bool) error {
 	}
 	if !smtp.IsHeloName(arg) {
 		return s.refuse(smtp.R(501, "5.5.4", "Invalid host name %q: give your fully qualified domain name or an address literal", smtp.Printable(arg)))
+	}
+	if err := s.screenHelo(arg); err != nil {
+		return s.policyError(err)
 	}
 	s.abortTx()
 	s.helo, s.esmtp = arg, esmtp
@@ -398,6 +411,9 @@ func (s *session) cmdMail(arg string) error {
 		s.srv.countRefused(s.role, errReason(err))
 		return s.policyError(err)
 	}
+	if err := s.admitMail(); err != nil {
+		return s.policyError(err)
+	}
 	env.Arrival = s.srv.o.Now()
 	env.ClientAddr = s.ip.String()
 	env.Helo = s.helo
@@ -484,6 +500,9 @@ func (s *session) cmdRcpt(arg string) error {
 		s.srv.countRcptRefused(s.role, errReason(err))
 		return s.policyError(err)
 	}
+	if err := s.admitRcpt(s.tx.env.From, addr); err != nil {
+		return s.policyError(err)
+	}
 	rcpt.Addr = addr
 	s.tx.env.Recipients = append(s.tx.env.Recipients, rcpt)
 	s.reply(smtp.R(250, "2.1.5", "Recipient ok"))
@@ -516,10 +535,14 @@ func (s *session) beginData(verb string) (smtp.Reply, bool) {
 	if s.tx.w != nil {
 		return smtp.Reply{}, true
 	}
+	if r, ok := s.reserveData(); !ok {
+		return r, false
+	}
 	w, err := s.srv.o.Spool.Create()
 	if err != nil {
 		s.log.Error("spool create failed", "err", err)
-		return smtp.R(451, "4.3.0", "Cannot store the message right now; please try again later"), false
+		s.releaseData()
+		return storageReply(err), false
 	}
 	s.tx.w = w
 	s.tx.dst = w
@@ -546,7 +569,11 @@ func (s *session) cmdData(arg string) error {
 	}
 	s.tc.timeout = s.srv.o.Limits.DataTimeout
 	dr := smtp.NewDataReader(s.br, s.srv.o.Limits.MessageSize, s.srv.o.Limits.LineLength)
+	s.startFloor()
 	_, err := io.Copy(s.tx.dst, dr)
+	if err == nil || !isNetErr(err) {
+		s.stopFloor()
+	}
 	var r smtp.Reply
 	switch {
 	case err == nil:
@@ -570,7 +597,8 @@ func (s *session) cmdData(arg string) error {
 		// sync, then ask the client to retry.
 		s.log.Error("spool write failed", "err", err)
 		io.Copy(io.Discard, dr)
-		r = smtp.R(451, "4.3.0", "Cannot store the message right now; please try again later")
+		s.stopFloor()
+		r = storageReply(err)
 	}
 	if !r.Positive() {
 		s.logRefused(r)
@@ -608,7 +636,11 @@ func (s *session) cmdBdat(arg string) error {
 			w = s.tx.dst
 		}
 	}
+	s.startFloor()
 	copied, err := io.CopyN(w, s.br, n)
+	if err == nil || !isNetErr(err) {
+		s.stopFloor()
+	}
 	if err != nil {
 		if copied < n && (errors.Is(err, io.EOF) || isNetErr(err)) {
 			s.log.Info("message not received: connection lost during BDAT", "err", err)
@@ -617,7 +649,8 @@ func (s *session) cmdBdat(arg string) error {
 		}
 		s.log.Error("spool write failed", "err", err)
 		io.CopyN(io.Discard, s.br, n-copied)
-		refusal = smtp.R(451, "4.3.0", "Cannot store the message right now; please try again later")
+		s.stopFloor()
+		refusal = storageReply(err)
 		if s.tx != nil {
 			s.tx.failed = err
 		}
@@ -668,7 +701,7 @@ func (s *session) commit() smtp.Reply {
 	if tx.filter != nil {
 		if err := tx.filter.Close(); err != nil {
 			s.log.Error("spool write failed", "id", tx.w.ID(), "err", err)
-			return smtp.R(451, "4.3.0", "Cannot store the message right now; please try again later")
+			return storageReply(err)
 		}
 	}
 	info := message.ReceivedInfo{
@@ -697,8 +730,9 @@ func (s *session) commit() smtp.Reply {
 	}
 	if err := tx.w.Commit(ctx, &env); err != nil {
 		s.log.Error("spool commit failed; message not accepted", "id", tx.w.ID(), "err", err)
-		return smtp.R(451, "4.3.0", "Cannot store the message right now; please try again later")
+		return storageReply(err)
 	}
+	s.releaseData()
 	s.tx = nil
 	s.messages++
 	s.srv.countAccepted(s.role, env.Size, time.Since(start))
@@ -730,6 +764,7 @@ func (s *session) logRefused(r smtp.Reply) {
 
 // abortTx drops the transaction and any spool file it started.
 func (s *session) abortTx() {
+	s.releaseData()
 	if s.tx != nil && s.tx.w != nil {
 		s.tx.w.Abort()
 	}
@@ -802,7 +837,7 @@ func (s *session) cmdAuth(arg string) error {
 	if s.tx != nil {
 		return s.refuse(smtp.R(503, "5.5.1", "AUTH not allowed during a mail transaction"))
 	}
-	if s.srv.authBlocked(s.ip) {
+	if s.srv.authBlocked(clientKey(s.ip)) {
 		s.reply(smtp.R(421, "4.7.0", "Too many failed logins from your address; try again later"))
 		return errClose
 	}
@@ -864,7 +899,7 @@ func (s *session) authResult(mech, user string, err, tempErr error) error {
 	}
 	// The password never reaches a log; failures count against the IP.
 	s.log.Warn("authentication failed", "client", s.ip.String(), "mech", mech)
-	if s.srv.authFailed(s.ip) {
+	if s.srv.authFailed(clientKey(s.ip)) {
 		s.reply(smtp.R(535, "5.7.8", "Authentication credentials invalid"))
 		s.reply(smtp.R(421, "4.7.0", "Too many failed logins from your address; try again later"))
 		return errClose
@@ -879,6 +914,7 @@ type timeoutConn struct {
 	net.Conn
 	timeout time.Duration
 	woken   atomic.Bool
+	floor   *dataFloor // admission.go: minimum data rate during DATA/BDAT
 }
 
 func (c *timeoutConn) Read(p []byte) (int, error) {
@@ -886,9 +922,11 @@ func (c *timeoutConn) Read(p []byte) (int, error) {
 		return 0, os.ErrDeadlineExceeded
 	}
 	if c.timeout > 0 {
-		c.Conn.SetReadDeadline(time.Now().Add(c.timeout))
+		c.Conn.SetReadDeadline(c.floor.deadline(time.Now().Add(c.timeout)))
 	}
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	c.floor.count(n)
+	return n, err
 }
 
 func (c *timeoutConn) wake() {
