@@ -3,10 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/posthorn/posthorn/internal/dsn"
@@ -14,62 +14,105 @@ import (
 	"github.com/posthorn/posthorn/internal/spool"
 )
 
-// bouncer turns failed recipients into delivery status notifications
-// (RFC 3464) queued to the envelope sender like any other message.
+// bouncer turns failed, delayed and (when asked) delivered recipients into
+// delivery status notifications (RFC 3464) queued to the envelope sender
+// like any other message.
 type bouncer struct {
 	hostname   string
 	postmaster string // gets a copy of failures of mail from <>; "" for none
+	lifetime   time.Duration
+	isLocal    func(domain string) bool
 	sp         *spool.Spool
 	q          *queue.Manager
 	log        *slog.Logger
+}
+
+// delayed is queue.Options.OnDelayed: a warning for recipients whose
+// NOTIFY asks for DELAY (RFC 3461 4.1).
+func (b *bouncer) delayed(env *spool.Envelope, rcpts []int) error {
+	if env.From == "" {
+		return nil
+	}
+	return b.send(env, dsn.Delays(env, rcpts, env.Arrival.Add(b.lifetime)), "delay")
+}
+
+// delivered is queue.Options.OnDelivered: a success report for
+// recipients whose NOTIFY asks for SUCCESS and whose mail we delivered
+// ourselves. Mail relayed to another server carries NOTIFY on, and that
+// server reports (RFC 3461 4.1).
+func (b *bouncer) delivered(env *spool.Envelope, rcpts []int) error {
+	if env.From == "" {
+		return nil
+	}
+	var local []int
+	for _, i := range rcpts {
+		a := env.Recipients[i].Addr
+		if b.isLocal(a[strings.LastIndexByte(a, '@')+1:]) {
+			local = append(local, i)
+		}
+	}
+	return b.send(env, dsn.Successes(env, local, dsn.Delivered), "success")
+}
+
+// send builds and queues a report on items, if there are any.
+func (b *bouncer) send(env *spool.Envelope, items []dsn.Item, kind string) error {
+	if len(items) == 0 {
+		return nil
+	}
+	body, err := b.sp.Body(env.ID)
+	if err != nil {
+		return fmt.Errorf("%s report: cannot read the message: %w", kind, err)
+	}
+	defer body.Close()
+	rep, err := dsn.Build(dsn.Options{Hostname: b.hostname}, env, items, body)
+	if err != nil {
+		b.log.Error("cannot build the report", "kind", kind, "id", env.ID, "err", err)
+		return nil
+	}
+	return b.queue(env, rep, kind, len(items))
+}
+
+// queue puts a built report into the queue.
+func (b *bouncer) queue(env *spool.Envelope, rep *dsn.Report, kind string, n int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id, err := enqueue(ctx, b.sp, b.q, rep.Envelope(), bytes.NewReader(rep.Data))
+	if err != nil {
+		return fmt.Errorf("%s: cannot queue it: %w", kind, err)
+	}
+	b.log.Info("report queued", "kind", kind, "id", env.ID, "dsn", id, "to", rep.To, "rcpts", n)
+	return nil
 }
 
 // failed is queue.Options.OnFailed. An error means the report could not
 // be queued, and the queue asks again later; a report that cannot be
 // built at all is logged and given up (retrying would not help).
 func (b *bouncer) failed(env *spool.Envelope, rcpts []int) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	if env.From != "" {
+		return b.send(env, dsn.Failures(env, rcpts), "failure")
+	}
+	// A message from <> is never bounced (RFC 5321 4.5.5): its failure is
+	// logged, and the postmaster may get a copy — except of a failing
+	// copy, which would loop.
+	b.log.Warn("bounce: message from <> failed; not bounced", "id", env.ID, "rcpts", len(rcpts))
+	if b.postmaster == "" || env.Listener == "dsn" {
+		return nil
+	}
 	body, err := b.sp.Body(env.ID)
 	if err != nil {
-		return fmt.Errorf("bounce: cannot read the failed message: %w", err)
+		return fmt.Errorf("postmaster copy: cannot read the message: %w", err)
 	}
 	defer body.Close()
-	opts := dsn.Options{Hostname: b.hostname}
-	var rep *dsn.Report
-	if env.From == "" {
-		// A message from <> is never bounced (RFC 5321 4.5.5): its
-		// failure is logged, and the postmaster may get a copy — except
-		// of a failing copy, which would loop.
-		b.log.Warn("bounce: message from <> failed; not bounced", "id", env.ID, "rcpts", len(rcpts))
-		if b.postmaster == "" || env.Listener == "dsn" {
-			return nil
-		}
-		items := make([]dsn.Item, len(rcpts))
-		for i, r := range rcpts {
-			items[i] = dsn.Item{Rcpt: r, Action: dsn.Failed}
-		}
-		rep, err = dsn.BuildPostmasterCopy(opts, b.postmaster, env, items, body)
-	} else {
-		items := dsn.Failures(env, rcpts)
-		if len(items) == 0 {
-			return nil // NOTIFY=NEVER, or without FAILURE
-		}
-		rep, err = dsn.Build(opts, env, items, body)
+	items := make([]dsn.Item, len(rcpts))
+	for i, r := range rcpts {
+		items[i] = dsn.Item{Rcpt: r, Action: dsn.Failed}
 	}
-	if errors.Is(err, dsn.ErrNothingToReport) {
+	rep, err := dsn.BuildPostmasterCopy(dsn.Options{Hostname: b.hostname}, b.postmaster, env, items, body)
+	if err != nil {
+		b.log.Error("cannot build the postmaster copy", "id", env.ID, "err", err)
 		return nil
 	}
-	if err != nil {
-		b.log.Error("bounce: cannot build the report", "id", env.ID, "err", err)
-		return nil
-	}
-	id, err := enqueue(ctx, b.sp, b.q, rep.Envelope(), bytes.NewReader(rep.Data))
-	if err != nil {
-		return fmt.Errorf("bounce: cannot queue the report: %w", err)
-	}
-	b.log.Info("bounce queued", "id", env.ID, "dsn", id, "to", rep.To, "rcpts", len(rcpts))
-	return nil
+	return b.queue(env, rep, "postmaster copy", len(items))
 }
 
 // enqueue commits a message we generate (a bounce, a forwarded copy) to

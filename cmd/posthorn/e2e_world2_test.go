@@ -195,3 +195,48 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// NOTIFY=SUCCESS on a local delivery brings a success report; NOTIFY=DELAY
+// on a message stuck in the queue brings one delay warning.
+func TestSuccessAndDelayNotifications(t *testing.T) {
+	port := sharedPort(t, "127.0.0.4")
+	a := worldA(t, port, dnstest.Zone{"down.example": {MX: mxs("mx.down.example")}, "mx.down.example": {A: []string{"127.0.0.4"}}}, "1h")
+	a.cmd.Process.Kill() // restart with a short delay warning
+	<-a.exited
+	cfg := strings.Replace(readFile(t, a.config), "[queue]\n", "[queue]\ndelay_warning = \"1s\"\n", 1)
+	a = startWithConfig(t, a.dir, cfg, a.dns)
+
+	c := testutil.Dial(t, a.addrs["smtp"])
+	c.ExpectCmd("EHLO app.a.example", 250, "")
+	c.ExpectCmd("MAIL FROM:<sender@a.example> RET=HDRS ENVID=env+2D1", 250, "")
+	c.ExpectCmd("RCPT TO:<sender@a.example> NOTIFY=SUCCESS ORCPT=rfc822;sender+40a.example", 250, "")
+	c.ExpectCmd("RCPT TO:<x@down.example> NOTIFY=DELAY,FAILURE", 250, "")
+	c.ExpectCmd("DATA", 354, "")
+	c.ExpectCmd("From: sender@a.example\r\nSubject: notify me\r\n\r\nbody\r\n.", 250, "")
+
+	a.waitLog(`msg="report queued" kind=success`, 1)
+	a.waitLog(`msg="report queued" kind=delay`, 1)
+	a.waitLog(`msg=delivered .*mailbox=sender@a.example`, 3) // the message and two reports
+	var success, delay string
+	for _, m := range bounces(t, a) {
+		switch {
+		case strings.Contains(m, "Action: delivered"):
+			success = m
+		case strings.Contains(m, "Action: delayed"):
+			delay = m
+		}
+	}
+	for _, want := range []string{"Final-Recipient: rfc822; sender@a.example", "Original-Recipient: rfc822;sender@a.example", "Original-Envelope-Id: env-1", "Status: 2."} {
+		if !strings.Contains(success, want) {
+			t.Errorf("success report lacks %q:\n%s", want, success)
+		}
+	}
+	for _, want := range []string{"Final-Recipient: rfc822; x@down.example", "Status: 4.", "Will-Retry-Until:"} {
+		if !strings.Contains(delay, want) {
+			t.Errorf("delay report lacks %q:\n%s", want, delay)
+		}
+	}
+	if strings.Count(a.logText(), `kind=delay`) != 1 {
+		t.Errorf("more than one delay warning:\n%s", a.logText())
+	}
+}

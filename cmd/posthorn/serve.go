@@ -128,7 +128,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		return err
 	}
 	fwd := &forwarder{sp: sp, srs: rewriter, seal: sealer, log: log}
-	bnc := &bouncer{hostname: cfg.Hostname, postmaster: "postmaster@" + firstDomain(cfg), sp: sp, log: log}
+	bnc := &bouncer{hostname: cfg.Hostname, postmaster: "postmaster@" + firstDomain(cfg), lifetime: cfg.Queue.Lifetime,
+		isLocal: dir.IsLocalDomain, sp: sp, log: log}
 	router := delivery.New(delivery.Options{
 		Directory:  dir,
 		MailRoot:   filepath.Join(cfg.DataDir, "mail"),
@@ -140,13 +141,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		Logger:     log,
 	})
 	q := queue.New(queue.Options{
-		Spool:       sp,
-		Deliver:     router.Deliver,
-		OnFailed:    bnc.failed,
-		Logger:      log,
-		FirstRetry:  cfg.Queue.FirstRetry,
-		MaxRetry:    cfg.Queue.MaxRetry,
-		MaxLifetime: cfg.Queue.Lifetime,
+		Spool:        sp,
+		Deliver:      router.Deliver,
+		OnFailed:     bnc.failed,
+		OnDelivered:  bnc.delivered,
+		OnDelayed:    bnc.delayed,
+		DelayWarning: cfg.Queue.DelayWarning,
+		Logger:       log,
+		FirstRetry:   cfg.Queue.FirstRetry,
+		MaxRetry:     cfg.Queue.MaxRetry,
+		MaxLifetime:  cfg.Queue.Lifetime,
 	})
 	fwd.q, bnc.q = q, q
 	if err := q.Start(ctx); err != nil {

@@ -136,6 +136,9 @@ type Queue struct {
 	FirstRetry time.Duration // after the first failed attempt
 	MaxRetry   time.Duration // the backoff never waits longer than this
 	Lifetime   time.Duration // give up and bounce after this long
+	// DelayWarning: senders who asked (NOTIFY=DELAY) are told when a
+	// message is still undelivered after this long.
+	DelayWarning time.Duration
 }
 
 //go:embed default.toml

@@ -77,9 +77,10 @@ func base(hostname string) *Config {
 		Relay:    Relay{SmarthostTLS: "required"},
 		Delivery: DeliveryOptions{Port: 25},
 		Queue: Queue{
-			FirstRetry: 5 * time.Minute,
-			MaxRetry:   time.Hour,
-			Lifetime:   5 * 24 * time.Hour,
+			FirstRetry:   5 * time.Minute,
+			MaxRetry:     time.Hour,
+			Lifetime:     5 * 24 * time.Hour,
+			DelayWarning: 4 * time.Hour,
 		},
 	}
 }
@@ -417,9 +418,10 @@ func (d decoder) config(c *Config, raw map[string]any) {
 		"queue": func(p path, v any) {
 			q := &c.Queue
 			d.table(p, v, fields{
-				"first_retry": d.duration(&q.FirstRetry),
-				"max_retry":   d.duration(&q.MaxRetry),
-				"lifetime":    d.duration(&q.Lifetime),
+				"first_retry":   d.duration(&q.FirstRetry),
+				"max_retry":     d.duration(&q.MaxRetry),
+				"lifetime":      d.duration(&q.Lifetime),
+				"delay_warning": d.duration(&q.DelayWarning),
 			})
 		},
 	})

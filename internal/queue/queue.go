@@ -81,6 +81,13 @@ type Options struct {
 	// be tried again after FirstRetry; a crash before that calls it again
 	// after restart (at-least-once).
 	OnFailed func(env *spool.Envelope, rcpts []int) error
+	// OnDelivered is called, like OnFailed, for recipients recorded as
+	// Delivered (the success notifications of NOTIFY=SUCCESS hang here).
+	OnDelivered func(env *spool.Envelope, rcpts []int) error
+	// OnDelayed is called once per recipient still pending DelayWarning
+	// after arrival (delay notifications, NOTIFY=DELAY); default 4h.
+	OnDelayed    func(env *spool.Envelope, rcpts []int) error
+	DelayWarning time.Duration
 
 	// Now and Timer replace the clock in tests. Timer returns a channel
 	// that receives once the clock reaches at, and a stop function. By
@@ -136,6 +143,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.MaxRetry < opts.FirstRetry {
 		opts.MaxRetry = opts.FirstRetry
+	}
+	if opts.DelayWarning <= 0 {
+		opts.DelayWarning = 4 * time.Hour
 	}
 	if opts.MaxLifetime <= 0 {
 		opts.MaxLifetime = 5 * 24 * time.Hour
@@ -491,6 +501,56 @@ const (
 	gone                // removed from the spool
 )
 
+// report hands final outcomes (and delays) to the notification hooks and
+// records durably that it did: failures and deliveries once each (the
+// Reported flag), delays once per recipient (Warned). A hook's error
+// leaves its recipients unmarked, to be reported on the next try.
+func (m *Manager) report(env *spool.Envelope) error {
+	now := m.opts.Now()
+	type hook struct {
+		fn   func(*spool.Envelope, []int) error
+		pick func(r *spool.Recipient) bool
+		mark func(st *spool.RecipientState)
+	}
+	hooks := []hook{
+		{m.opts.OnFailed, func(r *spool.Recipient) bool { return r.Status == spool.Failed && !r.Reported },
+			func(st *spool.RecipientState) { st.Reported = true }},
+		{m.opts.OnDelivered, func(r *spool.Recipient) bool { return r.Status == spool.Delivered && !r.Reported },
+			func(st *spool.RecipientState) { st.Reported = true }},
+		{m.opts.OnDelayed, func(r *spool.Recipient) bool {
+			return r.Status == spool.Pending && !r.Warned && now.Sub(env.Arrival) >= m.opts.DelayWarning
+		}, func(st *spool.RecipientState) { st.Warned = true }},
+	}
+	for _, h := range hooks {
+		if h.fn == nil {
+			continue
+		}
+		var rcpts []int
+		for i := range env.Recipients {
+			if h.pick(&env.Recipients[i]) {
+				rcpts = append(rcpts, i)
+			}
+		}
+		if len(rcpts) == 0 {
+			continue
+		}
+		if err := h.fn(env, rcpts); err != nil {
+			return err
+		}
+		updates := make([]spool.RecipientUpdate, len(rcpts))
+		for k, i := range rcpts {
+			st := env.Recipients[i].RecipientState
+			h.mark(&st)
+			env.Recipients[i].RecipientState = st
+			updates[k] = spool.RecipientUpdate{Index: i, RecipientState: st}
+		}
+		if err := m.opts.Spool.UpdateRecipients(env.ID, updates...); err != nil {
+			return fmt.Errorf("recording the report: %w", err)
+		}
+	}
+	return nil
+}
+
 // run attempts delivery to every pending recipient of id, records the
 // outcomes, reports failures and removes the message when nobody is
 // pending.
@@ -567,31 +627,11 @@ func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 		}
 	}
 
-	// Failures not yet handed to OnFailed: those just recorded, and any
-	// from before a crash.
-	if m.opts.OnFailed != nil {
-		var failed []int
-		for i, r := range env.Recipients {
-			if r.Status == spool.Failed && !r.Reported {
-				failed = append(failed, i)
-			}
-		}
-		if len(failed) > 0 {
-			if err := m.opts.OnFailed(env, failed); err != nil {
-				log.Error("queue: failures not reported yet; will try again", "err", err)
-				return retry, m.opts.Now().Add(m.opts.FirstRetry)
-			}
-			updates := make([]spool.RecipientUpdate, len(failed))
-			for k, i := range failed {
-				st := env.Recipients[i].RecipientState
-				st.Reported = true
-				updates[k] = spool.RecipientUpdate{Index: i, RecipientState: st}
-			}
-			if err := sp.UpdateRecipients(id, updates...); err != nil {
-				log.Error("queue: cannot record that failures were reported", "err", err)
-				return retry, m.opts.Now().Add(m.opts.FirstRetry)
-			}
-		}
+	// Outcomes not yet reported: those just recorded, and any from
+	// before a crash.
+	if err := m.report(env); err != nil {
+		log.Error("queue: outcomes not reported yet; will try again", "err", err)
+		return retry, m.opts.Now().Add(m.opts.FirstRetry)
 	}
 
 	next, pending := nextAttempt(env)

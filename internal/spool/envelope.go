@@ -75,6 +75,9 @@ type RecipientState struct {
 	// recipient has been handed to the DSN generator, so a restart does
 	// not lose or repeat it.
 	Reported bool `json:"reported,omitempty"`
+	// Warned is set once a delay notification was handed over for this
+	// recipient (at most one per recipient).
+	Warned bool `json:"warned,omitempty"`
 }
 
 // RecipientUpdate replaces the state of recipient Index (all of it: start
