@@ -36,6 +36,7 @@ type Config struct {
 	DNS        DNS
 	Checks     Checks
 	Delivery   DeliveryOptions
+	MTASTS     MTASTS // [mta_sts]: our own policy host
 }
 
 // DNS says which resolvers to ask.
@@ -74,6 +75,7 @@ type Listen struct {
 type TLS struct {
 	Cert string
 	Key  string
+	ACME *ACME // [tls.acme]; nil: no ACME
 }
 
 // Domain is one local domain: mail for it is delivered here.

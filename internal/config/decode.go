@@ -315,6 +315,7 @@ func (d decoder) config(c *Config, raw map[string]any) {
 			d.table(p, v, fields{
 				"cert": d.str(&c.TLS.Cert),
 				"key":  d.str(&c.TLS.Key),
+				"acme": func(p path, v any) { d.acme(c, p, v) },
 			})
 		},
 		"domain": func(p path, v any) {
@@ -355,6 +356,7 @@ func (d decoder) config(c *Config, raw map[string]any) {
 				}
 			}
 		},
+		"mta_sts": func(p path, v any) { d.mtaSTS(c, p, v) },
 		"addressing": func(p path, v any) {
 			d.table(p, v, fields{
 				"subaddress_delimiter": d.str(&c.Addressing.SubaddressDelimiter),
@@ -510,6 +512,7 @@ func validate(c *Config, r *reporter) {
 		}
 		r.add(path{"tls", k}, "missing: set both cert and key, or neither for a self-signed certificate in data_dir")
 	}
+	validateACMEAndMTASTS(c, r)
 
 	domains := map[string]int{}
 	for i := range c.Domains {
