@@ -36,6 +36,7 @@ type Config struct {
 	DNS        DNS
 	Checks     Checks
 	Delivery   DeliveryOptions
+	Screen     Screen
 	MTASTS     MTASTS // [mta_sts]: our own policy host
 }
 
@@ -58,6 +59,10 @@ type Checks struct {
 type DeliveryOptions struct {
 	// Port is the port remote MX hosts are reached on: 25, except in tests.
 	Port int
+	// Timeout, when set, caps the wait at every stage of a delivery
+	// session (connect, greeting, each command, each data block, the
+	// final reply); unset, the RFC 5321 4.5.3.2 values apply.
+	Timeout time.Duration
 }
 
 // Listen holds the addresses to listen on, per role. An empty list turns
@@ -131,6 +136,28 @@ type Limits struct {
 	DataTimeout       time.Duration // waiting for each block of DATA (RFC 5321 4.5.3.2.5: 3 minutes)
 	ErrorsPerSession  int
 	AuthFailuresPerIP int
+
+	// Abuse limits (smtpserver.Admission); 0 turns each off.
+	ConnectionsPerIPv6Net int           // per IPv6 /64
+	ConnectionRate        int           // new connections per minute per client (IPv6: /64)
+	MessageRate           int           // MAIL commands per minute per client
+	RecipientsPerSession  int           // over all messages of one connection
+	SoftErrorLimit        int           // errors before each error reply is delayed
+	ErrorDelay            time.Duration // the delay per error over SoftErrorLimit, growing
+	MinDataRate           int           // octets per second during DATA/BDAT
+	MessageMemory         int64         // RAM for message transfers at once, in bytes
+}
+
+// Screen says how clients of port 25 are screened: DNS block and allow
+// lists, reverse DNS, HELO name, greylisting. All off by default.
+type Screen struct {
+	DNSBL         []string // "zone" or "zone=filter", as "zen.spamhaus.org=127.0.0.[2..11]"
+	DNSWL         []string // the same, for allow lists: listed clients skip every check
+	CheckAt       string   // "rcpt" (default) or "connect"
+	RequireFCrDNS bool     // refuse clients without forward-confirmed reverse DNS
+	StrictHelo    bool     // refuse HELO names that are not fully qualified
+	Greylisting   bool     // triplets kept in data_dir/greylist
+	GreylistDelay time.Duration
 }
 
 // Queue holds the retry schedule of deferred deliveries.

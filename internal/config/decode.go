@@ -72,8 +72,18 @@ func base(hostname string) *Config {
 			DataTimeout:       3 * time.Minute,
 			ErrorsPerSession:  20, // Postfix smtpd_hard_error_limit; nmap's 16 relay tries must fit
 			AuthFailuresPerIP: 5,
+
+			ConnectionsPerIPv6Net: 20,
+			ConnectionRate:        100,
+			MessageRate:           200,
+			RecipientsPerSession:  1000,
+			SoftErrorLimit:        10, // Postfix smtpd_soft_error_limit
+			ErrorDelay:            time.Second,
+			MinDataRate:           500, // Postfix smtpd_min_data_rate
+			MessageMemory:         128_000_000,
 		},
 		Checks:   Checks{DMARCReject: "reject", DMARCQuarantine: "quarantine"},
+		Screen:   Screen{CheckAt: "rcpt", GreylistDelay: 5 * time.Minute},
 		Relay:    Relay{SmarthostTLS: "required"},
 		Delivery: DeliveryOptions{Port: 25},
 		Queue: Queue{
@@ -399,6 +409,15 @@ func (d decoder) config(c *Config, raw map[string]any) {
 				"data_timeout":         d.duration(&l.DataTimeout),
 				"errors_per_session":   d.count(&l.ErrorsPerSession),
 				"auth_failures_per_ip": d.count(&l.AuthFailuresPerIP),
+
+				"connections_per_ipv6_net": d.count(&l.ConnectionsPerIPv6Net),
+				"connection_rate":          d.count(&l.ConnectionRate),
+				"message_rate":             d.count(&l.MessageRate),
+				"recipients_per_session":   d.count(&l.RecipientsPerSession),
+				"soft_error_limit":         d.count(&l.SoftErrorLimit),
+				"error_delay":              d.duration(&l.ErrorDelay),
+				"min_data_rate":            d.count(&l.MinDataRate),
+				"message_memory":           d.size(&l.MessageMemory),
 			})
 		},
 		"dns": func(p path, v any) {
@@ -414,7 +433,20 @@ func (d decoder) config(c *Config, raw map[string]any) {
 		},
 		"delivery": func(p path, v any) {
 			d.table(p, v, fields{
-				"port": d.count(&c.Delivery.Port),
+				"port":    d.count(&c.Delivery.Port),
+				"timeout": d.duration(&c.Delivery.Timeout),
+			})
+		},
+		"screen": func(p path, v any) {
+			sc := &c.Screen
+			d.table(p, v, fields{
+				"dnsbl":          d.strs(&sc.DNSBL),
+				"dnswl":          d.strs(&sc.DNSWL),
+				"check_at":       d.str(&sc.CheckAt),
+				"require_fcrdns": d.boolean(&sc.RequireFCrDNS),
+				"strict_helo":    d.boolean(&sc.StrictHelo),
+				"greylisting":    d.boolean(&sc.Greylisting),
+				"greylist_delay": d.duration(&sc.GreylistDelay),
 			})
 		},
 		"queue": func(p path, v any) {
@@ -610,6 +642,7 @@ func validate(c *Config, r *reporter) {
 		}
 	}
 
+	validateScreen(c, r)
 	q := c.Queue
 	if q.FirstRetry > q.MaxRetry {
 		r.add(path{"queue", "first_retry"}, "%s is longer than max_retry (%s): expected first_retry <= max_retry", q.FirstRetry, q.MaxRetry)
