@@ -1,0 +1,341 @@
+// Command load is the measuring half of bench/run: end-of-DATA-to-250
+// latency under concurrent sessions, many idle sessions held open, and the
+// disk's fsync rate. It only ever connects to loopback addresses, and every
+// loop is bounded in count and in time.
+//
+//	load latency -addr 127.0.0.1:2525 -sessions 50 -messages 2000 -size 1024 -rcpt x@bench.test
+//	load idle -addr 127.0.0.1:2525 -sessions 10000 -hold 30s -ready FILE
+//	load fsync -dir DIR
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: load latency|idle|fsync [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "latency":
+		err = latency(os.Args[2:])
+	case "idle":
+		err = idle(os.Args[2:])
+	case "fsync":
+		err = fsyncRate(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown mode %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(1)
+	}
+}
+
+// loopbackOnly refuses any target outside 127.0.0.0/8 and ::1.
+func loopbackOnly(addr string) error {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q: want IP:port: %w", addr, err)
+	}
+	if !ap.Addr().IsLoopback() {
+		return fmt.Errorf("%s is not a loopback address; load only targets this machine", addr)
+	}
+	return nil
+}
+
+// conn is a minimal SMTP client.
+type conn struct {
+	c  net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+func dial(addr string, src netip.Addr, deadline time.Time) (*conn, error) {
+	d := net.Dialer{Timeout: 10 * time.Second}
+	if src.IsValid() {
+		d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+	}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(deadline)
+	sc := &conn{c: c, br: bufio.NewReaderSize(c, 4096), bw: bufio.NewWriterSize(c, 4096)}
+	if _, err := sc.expect(220); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return sc, nil
+}
+
+// expect reads one (multi-line) reply and checks its code.
+func (c *conn) expect(code int) (string, error) {
+	var last string
+	for {
+		line, err := c.br.ReadString('\n')
+		if err != nil {
+			return "", err
+		}
+		if len(line) < 4 {
+			return "", fmt.Errorf("short reply %q", line)
+		}
+		last = line
+		if line[3] != '-' {
+			break
+		}
+	}
+	if !strings.HasPrefix(last, fmt.Sprint(code)) {
+		return last, fmt.Errorf("want %d, got %q", code, strings.TrimSpace(last))
+	}
+	return last, nil
+}
+
+func (c *conn) cmd(line string, code int) error {
+	c.bw.WriteString(line + "\r\n")
+	if err := c.bw.Flush(); err != nil {
+		return err
+	}
+	_, err := c.expect(code)
+	return err
+}
+
+func makeBody(size int) []byte {
+	var b strings.Builder
+	b.WriteString("From: load@bench.example\r\nTo: sink@bench.test\r\nSubject: bench\r\n\r\n")
+	line := strings.Repeat("x", 76) + "\r\n"
+	for b.Len() < size {
+		b.WriteString(line)
+	}
+	b.WriteString(".\r\n")
+	return []byte(b.String())
+}
+
+func latency(args []string) error {
+	fs := flag.NewFlagSet("latency", flag.ExitOnError)
+	addr := fs.String("addr", "", "server IP:port (loopback)")
+	sessions := fs.Int("sessions", 50, "concurrent sessions")
+	messages := fs.Int("messages", 2000, "messages in all")
+	size := fs.Int("size", 1024, "message size in octets")
+	rcpt := fs.String("rcpt", "sink@bench.test", "recipient")
+	limit := fs.Duration("timeout", 120*time.Second, "bound on the whole run")
+	fs.Parse(args)
+	if err := loopbackOnly(*addr); err != nil {
+		return err
+	}
+	body := makeBody(*size)
+	deadline := time.Now().Add(*limit)
+	var left atomic.Int64
+	left.Store(int64(*messages))
+	var mu sync.Mutex
+	var lat []time.Duration
+	var firstErr error
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range *sessions {
+		wg.Go(func() {
+			var mine []time.Duration
+			err := func() error {
+				c, err := dial(*addr, netip.Addr{}, deadline)
+				if err != nil {
+					return err
+				}
+				defer c.c.Close()
+				if err := c.cmd("EHLO load.bench.example", 250); err != nil {
+					return err
+				}
+				for left.Add(-1) >= 0 && time.Now().Before(deadline) {
+					c.bw.WriteString("MAIL FROM:<load@bench.example>\r\nRCPT TO:<" + *rcpt + ">\r\nDATA\r\n")
+					if err := c.bw.Flush(); err != nil {
+						return err
+					}
+					for _, code := range []int{250, 250, 354} {
+						if _, err := c.expect(code); err != nil {
+							return err
+						}
+					}
+					c.bw.Write(body[:len(body)-3])
+					if err := c.bw.Flush(); err != nil {
+						return err
+					}
+					// The clock starts when the end of data is sent.
+					t0 := time.Now()
+					c.bw.Write(body[len(body)-3:])
+					if err := c.bw.Flush(); err != nil {
+						return err
+					}
+					if _, err := c.expect(250); err != nil {
+						return err
+					}
+					mine = append(mine, time.Since(t0))
+				}
+				return c.cmd("QUIT", 221)
+			}()
+			mu.Lock()
+			lat = append(lat, mine...)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if len(lat) == 0 {
+		return fmt.Errorf("no message accepted: %v", firstErr)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
+	}
+	fmt.Printf("messages=%d seconds=%.3f msgs_per_s=%.1f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
+		len(lat), elapsed.Seconds(), float64(len(lat))/elapsed.Seconds(), pct(0.50), pct(0.99), pct(1))
+	if firstErr != nil {
+		fmt.Fprintln(os.Stderr, "load: some sessions failed:", firstErr)
+	}
+	return nil
+}
+
+// idle opens sessions, says EHLO on each, writes "ready N" to the ready
+// file, and holds them until the hold time passes or the stop file
+// appears; then it closes them all.
+func idle(args []string) error {
+	fs := flag.NewFlagSet("idle", flag.ExitOnError)
+	addr := fs.String("addr", "", "server IP:port (loopback)")
+	sessions := fs.Int("sessions", 10000, "sessions to hold")
+	sources := fs.Int("sources", 50, "source addresses 127.0.1.1 onwards (spreads per-IP limits and ports)")
+	hold := fs.Duration("hold", 60*time.Second, "longest hold")
+	ready := fs.String("ready", "", "file to write when all sessions are open")
+	stop := fs.String("stop", "", "file whose appearance ends the hold")
+	fs.Parse(args)
+	if err := loopbackOnly(*addr); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(*hold + 2*time.Minute)
+	conns := make([]*conn, *sessions)
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, 200) // connection attempts in flight
+	var wg sync.WaitGroup
+	for i := range *sessions {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			src := netip.AddrFrom4([4]byte{127, 0, 1, byte(1 + i%*sources)})
+			c, err := dial(*addr, src, deadline)
+			if err == nil {
+				err = c.cmd("EHLO idle.bench.example", 250)
+				if err != nil {
+					c.c.Close()
+				}
+			}
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				return
+			}
+			conns[i] = c
+		})
+	}
+	wg.Wait()
+	open := *sessions - int(failed.Load())
+	msg := fmt.Sprintf("ready %d failed %d\n", open, failed.Load())
+	if e := firstErr.Load(); e != nil {
+		fmt.Fprintln(os.Stderr, "load: first failure:", e)
+	}
+	fmt.Print(msg)
+	if *ready != "" {
+		os.WriteFile(*ready, []byte(msg), 0o644)
+	}
+	end := time.Now().Add(*hold)
+	for time.Now().Before(end) {
+		if *stop != "" {
+			if _, err := os.Stat(*stop); err == nil {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, c := range conns {
+		if c != nil {
+			c.c.Close()
+		}
+	}
+	if open == 0 {
+		return errors.New("no session opened")
+	}
+	return nil
+}
+
+// fsyncRate measures, in dir, for at most 3 s each: overwrite 1 KB and
+// fsync one file; and the spool's commit pattern without group commit
+// (new file, write, fsync, rename, fsync the directory).
+func fsyncRate(args []string) error {
+	fs := flag.NewFlagSet("fsync", flag.ExitOnError)
+	dir := fs.String("dir", os.TempDir(), "directory on the disk to measure")
+	fs.Parse(args)
+	buf := make([]byte, 1024)
+	f, err := os.CreateTemp(*dir, "fsync-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	n, start := 0, time.Now()
+	for n < 100000 && time.Since(start) < 3*time.Second {
+		if _, err := f.WriteAt(buf, 0); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		n++
+	}
+	rate := float64(n) / time.Since(start).Seconds()
+
+	d, err := os.Open(*dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	m, start := 0, time.Now()
+	for m < 100000 && time.Since(start) < 3*time.Second {
+		tmp := filepath.Join(*dir, fmt.Sprintf("commit-%d.tmp", m))
+		g, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		g.Write(buf)
+		err = g.Sync()
+		g.Close()
+		if err != nil {
+			return err
+		}
+		final := strings.TrimSuffix(tmp, ".tmp")
+		if err := os.Rename(tmp, final); err != nil {
+			return err
+		}
+		if err := d.Sync(); err != nil {
+			return err
+		}
+		os.Remove(final)
+		m++
+	}
+	crate := float64(m) / time.Since(start).Seconds()
+	fmt.Printf("fsync_per_s=%.0f fsync_us=%.0f commit_per_s=%.0f commit_us=%.0f\n", rate, 1e6/rate, crate, 1e6/crate)
+	return nil
+}
