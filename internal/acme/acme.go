@@ -172,6 +172,10 @@ func (m *Manager) Certificate() *tls.Certificate {
 	return m.cert
 }
 
+// PublicKey is the certificate's key, the same in every certificate
+// this Manager obtains: the one a DANE-EE TLSA record names.
+func (m *Manager) PublicKey() crypto.PublicKey { return m.certKey.Public() }
+
 // GetCertificate serves the ACME certificate, or the fallback until there
 // is one. It fits tls.Config.GetCertificate.
 func (m *Manager) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {

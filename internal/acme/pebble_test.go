@@ -6,10 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
-	"log"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,62 +15,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/letsencrypt/pebble/v2/ca"
-	"github.com/letsencrypt/pebble/v2/db"
-	"github.com/letsencrypt/pebble/v2/va"
-	"github.com/letsencrypt/pebble/v2/wfe"
-
+	"github.com/posthorn/posthorn/internal/acme/acmetest"
 	"github.com/posthorn/posthorn/internal/certs"
 	"github.com/posthorn/posthorn/internal/dns/dnstest"
 	"github.com/posthorn/posthorn/internal/mtastshost"
 	"github.com/posthorn/posthorn/internal/testutil"
 )
 
-// pebble is Let's Encrypt's test CA, run in this process: its VA
-// really validates the challenges, connecting to 127.0.0.1 at the ports
-// given, after looking the names up in an in-process DNS server.
-type pebble struct {
-	dirURL string
-	client *http.Client   // trusts the ACME API's certificate
-	roots  *x509.CertPool // the CA's root, for the certificates it issues
-	api    *httptest.Server
-}
-
-func startPebble(t *testing.T, httpPort, tlsPort int, validity time.Duration) *pebble {
+func startPebble(t *testing.T, httpPort, tlsPort int, validity time.Duration) *acmetest.Pebble {
 	t.Helper()
 	dnsSrv := dnstest.NewServer(t, dnstest.Zone{
 		"mx.example.test":       {A: []string{"127.0.0.1"}},
 		"mta-sts.example.test":  {A: []string{"127.0.0.1"}},
 		"mta-sts.example2.test": {A: []string{"127.0.0.1"}},
 	})
-	t.Setenv("PEBBLE_VA_NOSLEEP", "1") // read by va.New
-	var logw io.Writer = io.Discard
-	if testing.Verbose() {
-		logw = os.Stderr
-	}
-	logger := log.New(logw, "pebble ", log.Lmicroseconds)
-	store := db.NewMemoryStore()
-	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{
-		"default": {Description: "test", ValidityPeriod: uint64(validity / time.Second)},
-	})
-	validator := va.New(logger, httpPort, tlsPort, false, dnsSrv.Addr(), store)
-	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
-	api := httptest.NewTLSServer(front.Handler())
-	t.Cleanup(api.Close)
-	mgmt := httptest.NewTLSServer(front.ManagementHandler())
-	t.Cleanup(mgmt.Close)
-
-	res, err := mgmt.Client().Get(mgmt.URL + wfe.RootCertPath + "0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootPEM, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(rootPEM) {
-		t.Fatalf("Pebble's root: %q", rootPEM)
-	}
-	return &pebble{dirURL: api.URL + wfe.DirectoryPath, client: api.Client(), roots: roots, api: api}
+	return acmetest.Start(t, acmetest.Options{HTTPPort: httpPort, TLSPort: tlsPort, Resolver: dnsSrv.Addr(), Validity: validity})
 }
 
 func listen(t *testing.T) (net.Listener, int) {
@@ -125,12 +82,12 @@ func TestPebbleTLSALPNObtainServeAndRenewWithoutRestart(t *testing.T) {
 	dir := t.TempDir()
 	names := []string{"mx.example.test", "mta-sts.example.test", "mta-sts.example2.test"}
 	m, err := New(Options{
-		DirectoryURL: p.dirURL,
+		DirectoryURL: p.DirectoryURL,
 		Email:        "postmaster@example.test",
 		Names:        names,
 		Dir:          dir,
 		Challenge:    ChallengeTLSALPN,
-		HTTPClient:   p.client,
+		HTTPClient:   p.Client,
 		Fallback:     fallback(t),
 		Logger:       testutil.Logger(t),
 		Now:          func() time.Time { return time.Now().Add(time.Duration(offset.Load())) },
@@ -171,14 +128,14 @@ func TestPebbleTLSALPNObtainServeAndRenewWithoutRestart(t *testing.T) {
 
 	first := waitCert(t, changed)
 	for _, n := range names {
-		leaf := dialVerified(t, addr, n, p.roots)
+		leaf := dialVerified(t, addr, n, p.Roots)
 		if !leaf.Equal(first.Leaf) {
 			t.Fatalf("%s: served %v, want the issued certificate %v", n, leaf.SerialNumber, first.Leaf.SerialNumber)
 		}
 	}
 	// The policy is fetchable over the ACME certificate.
 	res, err := (&http.Client{Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: p.roots},
+		TLSClientConfig: &tls.Config{RootCAs: p.Roots},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, network, addr)
 		},
@@ -204,7 +161,7 @@ func TestPebbleTLSALPNObtainServeAndRenewWithoutRestart(t *testing.T) {
 	if certs.TLSA311(second.Leaf) != certs.TLSA311(first.Leaf) {
 		t.Fatal("renewal changed the key: a published TLSA 3 1 1 record would no longer match")
 	}
-	if leaf := dialVerified(t, addr, "mx.example.test", p.roots); !leaf.Equal(second.Leaf) {
+	if leaf := dialVerified(t, addr, "mx.example.test", p.Roots); !leaf.Equal(second.Leaf) {
 		t.Fatalf("after renewal: served %v, want the renewed certificate %v", leaf.SerialNumber, second.Leaf.SerialNumber)
 	}
 
@@ -233,11 +190,11 @@ func TestPebbleHTTP01(t *testing.T) {
 	ln, httpPort := listen(t)
 	p := startPebble(t, httpPort, 1, 7*24*time.Hour)
 	m, err := New(Options{
-		DirectoryURL: p.dirURL,
+		DirectoryURL: p.DirectoryURL,
 		Names:        []string{"mx.example.test", "mta-sts.example.test"},
 		Dir:          t.TempDir(),
 		Challenge:    ChallengeHTTP,
-		HTTPClient:   p.client,
+		HTTPClient:   p.Client,
 		Logger:       testutil.Logger(t),
 	})
 	if err != nil {
@@ -256,7 +213,7 @@ func TestPebbleHTTP01(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := m.Certificate()
-	if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: "mta-sts.example.test", Roots: p.roots, Intermediates: intermediates(c)}); err != nil {
+	if _, err := c.Leaf.Verify(x509.VerifyOptions{DNSName: "mta-sts.example.test", Roots: p.Roots, Intermediates: intermediates(c)}); err != nil {
 		t.Fatalf("issued certificate does not verify: %v", err)
 	}
 	// 7-day certificate: renewed after two thirds, about 4.7 days in.
@@ -270,7 +227,7 @@ func TestFailedValidationIsAnError(t *testing.T) {
 	ln, tlsPort := listen(t)
 	ln.Close()
 	p := startPebble(t, 1, tlsPort, 90*24*time.Hour)
-	m, err := New(Options{DirectoryURL: p.dirURL, Names: []string{"mx.example.test"}, Dir: t.TempDir(), HTTPClient: p.client, Logger: testutil.Logger(t)})
+	m, err := New(Options{DirectoryURL: p.DirectoryURL, Names: []string{"mx.example.test"}, Dir: t.TempDir(), HTTPClient: p.Client, Logger: testutil.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

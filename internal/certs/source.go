@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"crypto"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -177,4 +178,14 @@ func LeafOf(c *tls.Certificate) (*x509.Certificate, error) {
 func TLSA311(leaf *x509.Certificate) string {
 	sum := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 	return hex.EncodeToString(sum[:])
+}
+
+// TLSA311Key is TLSA311 for a public key.
+func TLSA311Key(pub crypto.PublicKey) (string, error) {
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(spki)
+	return hex.EncodeToString(sum[:]), nil
 }

@@ -169,6 +169,9 @@ func TestTLSA311IsTheSPKIHash(t *testing.T) {
 	if len(got) != 64 || bytes.ContainsAny([]byte(got), "ABCDEF") {
 		t.Fatalf("TLSA311 = %q: want 64 lower-case hex digits", got)
 	}
+	if k, err := TLSA311Key(leaf.PublicKey); err != nil || k != got {
+		t.Fatalf("TLSA311Key = %q, %v; want %q", k, err, got)
+	}
 	// Same key, other certificate: same record.
 	leaf2 := *leaf
 	leaf2.Raw = nil
