@@ -240,3 +240,34 @@ func TestSuccessAndDelayNotifications(t *testing.T) {
 		t.Errorf("more than one delay warning:\n%s", a.logText())
 	}
 }
+
+// Smarthost mode: all remote mail goes to the configured relay, whatever
+// the recipient domain's MX says, with AUTH over STARTTLS.
+func TestSmarthostTakesAllRemoteMail(t *testing.T) {
+	port := sharedPort(t, "127.0.0.2")
+	dnsSrv := dnstest.NewServer(t, dnstest.Zone{})
+	relayDir, dirA := t.TempDir(), t.TempDir()
+	relay := startWithConfig(t, relayDir, instanceConfig(relayDir, "relay.example", "127.0.0.2", port, 25, dnsSrv.Addr(),
+		"[[domain]]\nname = \"relay.example\"\n"), dnsSrv)
+	if out, err := cli(t, "relay-pw\n", "user", "add", "-c", relay.config, "a@relay.example"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	pw := filepath.Join(dirA, "smarthost.pw")
+	os.WriteFile(pw, []byte("relay-pw\n"), 0o600)
+	// The relay takes submissions on 587; A uses it as its smarthost.
+	sub := relay.addrs["submission"]
+	a := startWithConfig(t, dirA, instanceConfig(dirA, "mx.a.example", "127.0.0.1", 0, port, dnsSrv.Addr(),
+		"[[domain]]\nname = \"a.example\"\nmailboxes = [\"sender\"]\n\n[relay]\ntrusted_networks = [\"127.0.0.0/8\"]\nsmarthost = \"["+strings.Split(sub, ":")[0]+"]:"+strings.Split(sub, ":")[1]+
+			"\"\nsmarthost_tls = \"required\"\nsmarthost_user = \"a@relay.example\"\nsmarthost_password_file = "+quote(pw)+"\n"), dnsSrv)
+	c := testutil.Dial(t, a.addrs["smtp"])
+	c.ExpectCmd("EHLO app.a.example", 250, "")
+	c.ExpectCmd("MAIL FROM:<a@relay.example>", 250, "")
+	c.ExpectCmd("RCPT TO:<someone@far.example>", 250, "")
+	c.ExpectCmd("DATA", 354, "")
+	c.ExpectCmd("From: a@relay.example\r\nSubject: via smarthost\r\n\r\nx\r\n.", 250, "")
+	a.waitLog(`msg="remote delivery" .*rcpt=someone@far.example status=delivered`, 1)
+	// The relay authenticated A's user over TLS and took the message for
+	// a domain it then tries to deliver (and bounces: far.example has no
+	// DNS here).
+	relay.waitLog(`msg="message accepted" .*rcpts=1 .*role=submission tls="TLS 1.3" user=a@relay.example`, 1)
+}
