@@ -16,6 +16,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/posthorn/posthorn/internal/durable"
+
 	"golang.org/x/net/idna"
 )
 
@@ -362,7 +364,7 @@ func (s *Store) modify(f func(map[string]string) error) error {
 	if err := f(m); err != nil {
 		return err
 	}
-	if err := writeAtomic(s.path, formatAccounts(m)); err != nil {
+	if err := durable.WriteFile(s.path, formatAccounts(m), 0o600); err != nil {
 		return fmt.Errorf("accounts: %w", err)
 	}
 	s.accounts, s.stamp = m, stamp{} // reread the stamp on next use
@@ -384,43 +386,6 @@ func formatAccounts(m map[string]string) []byte {
 		b.WriteByte('\n')
 	}
 	return b.Bytes()
-}
-
-// writeAtomic writes data to path: a temporary file in the same directory,
-// fsync, rename over path, fsync the directory. Readers see the old file or
-// the new one, never a mix, and the new one survives a crash once this
-// returns.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // fails harmlessly after the rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // NormalizeAddress returns an account address in the form it is stored:

@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/posthorn/posthorn/internal/durable"
 )
 
 // Deliverer delivers messages. The zero value is ready to use.
@@ -112,7 +114,7 @@ func (d *Deliverer) Deliver(ctx context.Context, dir, folder string, header []by
 	if err := os.Rename(tmp, final); err != nil {
 		return "", fmt.Errorf("maildir: %w", err)
 	}
-	if err := syncDir(filepath.Join(box, "new")); err != nil {
+	if err := durable.SyncDir(filepath.Join(box, "new")); err != nil {
 		// The message is visible but not known to be durable: report
 		// failure so the queue retries (at worst a duplicate).
 		return "", fmt.Errorf("maildir: fsync %s/new: %w", box, err)
@@ -175,42 +177,15 @@ func safeHost(host string) string {
 // makeMaildir creates dir and its tmp, new and cur subdirectories (0700)
 // as needed, making each new directory entry durable.
 func makeMaildir(dir string) error {
-	if err := mkdirDurable(dir); err != nil {
+	if err := durable.MkdirAll(dir); err != nil {
 		return err
 	}
 	for _, sub := range []string{"tmp", "new", "cur"} {
-		if err := mkdirDurable(filepath.Join(dir, sub)); err != nil {
+		if err := durable.MkdirAll(filepath.Join(dir, sub)); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// mkdirDurable creates dir and missing parents, fsyncing the parent of
-// each directory it creates.
-func mkdirDurable(dir string) error {
-	fi, err := os.Stat(dir)
-	if err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
-		return nil
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	parent := filepath.Dir(dir)
-	if parent != dir {
-		if err := mkdirDurable(parent); err != nil {
-			return err
-		}
-	}
-	// A concurrent delivery may make it first (ErrExist); the parent is
-	// fsynced anyway, as that delivery may not have done so yet.
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	return syncDir(parent)
 }
 
 func createDurable(path string) error {
@@ -224,19 +199,7 @@ func createDurable(path string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return durable.SyncDir(filepath.Dir(path))
 }
 
 // ctxReader stops a copy when ctx is done.

@@ -61,6 +61,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/posthorn/posthorn/internal/durable"
 )
 
 // Errors returned by the spool. Test with errors.Is.
@@ -121,7 +123,7 @@ func Open(opts Options) (*Spool, error) {
 	}
 	s.ids.init()
 	for _, d := range []string{opts.Dir, s.dir, s.corrupt} {
-		if err := mkdirDurable(d); err != nil {
+		if err := durable.MkdirAll(d); err != nil {
 			return nil, fmt.Errorf("spool: %w", err)
 		}
 	}
@@ -193,7 +195,7 @@ func (s *Spool) recover() error {
 	}
 	if removed+quarantined > 0 {
 		for _, d := range []string{s.dir, s.corrupt} {
-			if err := syncDir(d); err != nil {
+			if err := durable.SyncDir(d); err != nil {
 				return fmt.Errorf("spool: recovery: %w", err)
 			}
 		}
@@ -391,29 +393,4 @@ func (s *Spool) Remove(id string) error {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
 	}
 	return nil
-}
-
-// mkdirDurable creates dir (0700) if it does not exist and makes its entry in
-// the parent durable.
-func mkdirDurable(dir string) error {
-	err := os.Mkdir(dir, 0o700)
-	if errors.Is(err, fs.ErrExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(dir))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
