@@ -78,7 +78,7 @@ func base(hostname string) *Config {
 			MessageRate:           200,
 			RecipientsPerSession:  1000,
 			SoftErrorLimit:        10, // Postfix smtpd_soft_error_limit
-			ErrorDelay:            time.Second,
+			ErrorDelay:            250 * time.Millisecond,
 			MinDataRate:           500, // Postfix smtpd_min_data_rate
 			MessageMemory:         128_000_000,
 		},

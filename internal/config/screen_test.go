@@ -14,7 +14,7 @@ func TestAbuseLimitsAndScreenDefaults(t *testing.T) {
 	}
 	l := c.Limits
 	if l.ConnectionsPerIPv6Net != 20 || l.ConnectionRate != 100 || l.MessageRate != 200 || l.RecipientsPerSession != 1000 ||
-		l.SoftErrorLimit != 10 || l.ErrorDelay != time.Second || l.MinDataRate != 500 || l.MessageMemory != 128_000_000 {
+		l.SoftErrorLimit != 10 || l.ErrorDelay != 250*time.Millisecond || l.MinDataRate != 500 || l.MessageMemory != 128_000_000 {
 		t.Errorf("abuse limit defaults %+v", l)
 	}
 	if !reflect.DeepEqual(c.Screen, Screen{CheckAt: "rcpt", GreylistDelay: 5 * time.Minute}) {
