@@ -1,8 +1,9 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/posthorn/posthorn/internal/acme"
+	"github.com/posthorn/posthorn/internal/certs"
 	"github.com/posthorn/posthorn/internal/config"
 	"github.com/posthorn/posthorn/internal/dkim"
 )
@@ -138,22 +141,83 @@ func writeRecords(w io.Writer, cfg *config.Config, d *config.Domain) error {
 		fmt.Fprintf(w, "; no DKIM key configured: make one with posthorn dkim keygen %s\n", d.Name)
 	}
 	fmt.Fprintln(w, zoneTXT("_dmarc."+dom, "v=DMARC1; p=quarantine; rua=mailto:"+report))
-	policy := mtaSTSPolicy(cfg)
-	sum := sha256.Sum256([]byte(policy))
-	fmt.Fprintln(w, zoneTXT("_mta-sts."+dom, "v=STSv1; id="+hex.EncodeToString(sum[:8])))
+	policy := ownMTASTSPolicy(cfg)
+	fmt.Fprintln(w, zoneTXT("_mta-sts."+dom, "v=STSv1; id="+policy.ID()))
 	fmt.Fprintf(w, "%-40s 3600 IN CNAME %s\n", "mta-sts."+dom, mx)
 	fmt.Fprintln(w, zoneTXT("_smtp._tls."+dom, "v=TLSRPTv1; rua=mailto:"+report))
 	fmt.Fprintf(w, "; https://mta-sts.%s/.well-known/mta-sts.txt must serve (with a valid certificate for mta-sts.%s):\n", d.Name, d.Name)
-	for _, l := range strings.Split(strings.TrimRight(policy, "\r\n"), "\r\n") {
+	for _, l := range strings.Split(strings.TrimRight(policy.Text(), "\r\n"), "\r\n") {
 		fmt.Fprintf(w, ";   %s\n", l)
 	}
+	if len(cfg.MTASTS.Listen) > 0 {
+		fmt.Fprintf(w, "; posthorn serves it on %s ([mta_sts] listen).\n", strings.Join(cfg.MTASTS.Listen, ", "))
+	} else {
+		fmt.Fprintln(w, "; posthorn serves it itself when [mta_sts] listen is set (port 443).")
+	}
+	writeTLSA(w, cfg)
 	return nil
 }
 
-// mtaSTSPolicy is the RFC 8461 3.2 policy body for our MX host; testing
-// mode until the operator has seen TLS reports come back clean.
-func mtaSTSPolicy(cfg *config.Config) string {
-	return "version: STSv1\r\nmode: testing\r\nmx: " + cfg.Hostname + "\r\nmax_age: 604800\r\n"
+// writeTLSA prints the DANE-EE record (RFC 7672 3.1.1: usage 3, selector
+// 1 SPKI, matching 1 SHA-256) for the certificate the SMTP listeners
+// serve, or says why it cannot yet.
+func writeTLSA(w io.Writer, cfg *config.Config) {
+	owner := "_25._tcp." + cfg.Hostname + "."
+	fmt.Fprintf(w, "; DANE (RFC 7672): publish this TLSA record in the zone of %s, and only if that zone\n", cfg.Hostname)
+	fmt.Fprintln(w, "; is signed with DNSSEC (senders ignore it otherwise). It names the certificate's key: before")
+	fmt.Fprintln(w, "; the key changes, publish the new key's record next to this one and wait out the TTL.")
+	var (
+		hash, from string
+		err        error
+	)
+	if cfg.TLS.ACME != nil {
+		from = "the ACME certificate's key, " + filepath.Join(acmeDir(cfg), acme.KeyFile) + ", kept across renewals"
+		var key crypto.Signer
+		if key, err = acme.LoadKey(acmeDir(cfg)); err == nil {
+			hash, err = certs.TLSA311Key(key.Public())
+		} else if errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintln(w, "; no ACME key yet: start posthorn serve once (it makes the key first), then run this again.")
+			return
+		}
+	} else {
+		certFile, _, selfSigned := cfg.TLSFiles()
+		from = certFile
+		if selfSigned {
+			from = "the self-signed certificate " + certFile
+		}
+		var pemData []byte
+		if pemData, err = os.ReadFile(certFile); err == nil {
+			hash, err = tlsaOfPEM(pemData)
+		} else if selfSigned && errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintln(w, "; no certificate yet: start posthorn serve once (it makes a self-signed one), then run this again.")
+			return
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(w, "; cannot compute the TLSA record of %s: %v\n", from, err)
+		return
+	}
+	fmt.Fprintf(w, "; from %s\n", from)
+	fmt.Fprintf(w, "%-40s 3600 IN TLSA  3 1 1 %s\n", owner, hash)
+}
+
+// tlsaOfPEM is the TLSA 3 1 1 data of the first certificate in a PEM file.
+func tlsaOfPEM(data []byte) (string, error) {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return "", errors.New("no PEM certificate in the file")
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		leaf, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return "", err
+		}
+		return certs.TLSA311(leaf), nil
+	}
 }
 
 // zoneTXT formats a TXT record, split into strings of at most 255 octets
