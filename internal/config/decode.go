@@ -74,8 +74,8 @@ func base(hostname string) *Config {
 			AuthFailuresPerIP: 5,
 
 			ConnectionsPerIPv6Net: 20,
-			ConnectionRate:        100,
-			MessageRate:           200,
+			ConnectionRate:        0, // off, as Postfix's anvil: big senders use few addresses
+			MessageRate:           0,
 			RecipientsPerSession:  1000,
 			SoftErrorLimit:        10, // Postfix smtpd_soft_error_limit
 			ErrorDelay:            250 * time.Millisecond,

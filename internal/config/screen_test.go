@@ -13,7 +13,7 @@ func TestAbuseLimitsAndScreenDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := c.Limits
-	if l.ConnectionsPerIPv6Net != 20 || l.ConnectionRate != 100 || l.MessageRate != 200 || l.RecipientsPerSession != 1000 ||
+	if l.ConnectionsPerIPv6Net != 20 || l.ConnectionRate != 0 || l.MessageRate != 0 || l.RecipientsPerSession != 1000 ||
 		l.SoftErrorLimit != 10 || l.ErrorDelay != 250*time.Millisecond || l.MinDataRate != 500 || l.MessageMemory != 128_000_000 {
 		t.Errorf("abuse limit defaults %+v", l)
 	}
@@ -42,7 +42,7 @@ strict_helo = true
 greylisting = true
 greylist_delay = "2m"
 [limits]
-connection_rate = 0
+connection_rate = 60
 message_memory = "1MiB"
 [delivery]
 timeout = "20s"
@@ -55,7 +55,7 @@ timeout = "20s"
 	if !reflect.DeepEqual(c.Screen, want) {
 		t.Errorf("screen %+v", c.Screen)
 	}
-	if c.Limits.ConnectionRate != 0 || c.Limits.MessageMemory != 1<<20 || c.Delivery.Timeout != 20*time.Second {
+	if c.Limits.ConnectionRate != 60 || c.Limits.MessageMemory != 1<<20 || c.Delivery.Timeout != 20*time.Second {
 		t.Errorf("limits %+v delivery %+v", c.Limits, c.Delivery)
 	}
 }
