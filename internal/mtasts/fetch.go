@@ -118,7 +118,9 @@ func FetchBody(ctx context.Context, domain string, opts FetchOptions) ([]byte, e
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrFetch, err)
+		// %w twice: callers tell a certificate failure (TLS-RPT
+		// sts-webpki-invalid) by errors.As.
+		return nil, fmt.Errorf("%w: %w", ErrFetch, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

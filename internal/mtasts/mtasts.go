@@ -1,6 +1,7 @@
 // Package mtasts discovers, fetches and parses MTA-STS policies (RFC 8461).
 //
-// It is a protocol library: no logging, no storage, no cache. The probe
+// It is a protocol library: no logging. Cache keeps fetched policies in a
+// directory of their own (RFC 8461 5.1). The probe
 // uses it to judge a domain's posture; outbound delivery uses it to decide
 // whether a next hop must be reached over authenticated TLS.
 package mtasts
