@@ -60,6 +60,7 @@ type Extensions struct {
 	StartTLS            bool  // RFC 3207
 	Chunking            bool  // RFC 3030
 	EnhancedStatusCodes bool  // RFC 2034
+	RequireTLS          bool  // RFC 8689
 	Auth                []string
 }
 
@@ -101,6 +102,8 @@ func parseExtensions(r smtp.Reply) Extensions {
 			ext.Chunking = true
 		case "ENHANCEDSTATUSCODES":
 			ext.EnhancedStatusCodes = true
+		case "REQUIRETLS":
+			ext.RequireTLS = true
 		case "AUTH":
 			for _, a := range args {
 				ext.Auth = append(ext.Auth, strings.ToUpper(a))

@@ -77,6 +77,8 @@ type Options struct {
 	// Shuffle replaces rand.Shuffle for MX hosts of equal preference.
 	Shuffle func(n int, swap func(i, j int))
 	Metrics Metrics // nil: none
+	// OnTLS, when set, is told how TLS went in every session (TLS-RPT).
+	OnTLS TLSOutcomeFunc
 }
 
 // Smarthost is a relay that takes all remote mail (Postfix relayhost).
@@ -325,6 +327,9 @@ type group struct {
 	out    []queue.Outcome
 	detail map[int]string // last detail of each pending position
 	tls    string         // TLS of the last connection, for metrics
+	// onlyReqTLS: every host so far was passed over because it could not
+	// carry a REQUIRETLS message; such a message then fails (RFC 8689).
+	onlyReqTLS bool
 }
 
 func (g *group) rcpt(p int) *spool.Recipient { return &g.m.env.Recipients[g.rcpts[p]] }
@@ -378,10 +383,27 @@ func (g *group) deliver() {
 	}
 	sessions := 0
 	allNotFound := true
+	g.onlyReqTLS = g.m.env.RequireTLS
 hosts:
 	for _, host := range hosts {
+		hpol := pol
+		if pol.ForHost != nil {
+			hp, err := pol.ForHost(g.ctx(), host)
+			if err != nil {
+				allNotFound, g.onlyReqTLS = false, false
+				setAll(localDetail("4.7.5", "TLS policy for "+host+": "+errText(err)))
+				continue
+			}
+			hpol = hp
+		}
+		if g.m.env.RequireTLS && !requireTLSPolicy(hpol) {
+			allNotFound = false
+			setAll(localDetail("5.7.30", "REQUIRETLS: TLS to "+host+" is not verified by MTA-STS or DANE (RFC 8689)"))
+			continue
+		}
 		addrs, err := lookupAddrs(g.ctx(), d.o.Resolver, d.o.Network, host, d.o.PreferIPv4)
 		if err != nil {
+			g.onlyReqTLS = false
 			if dns.IsNotFound(err) {
 				setWeak(localDetail("5.4.4", "host "+host+" has no address: "+err.Error()))
 			} else {
@@ -397,8 +419,9 @@ hosts:
 				break hosts
 			}
 			ap := netip.AddrPortFrom(a, uint16(port))
-			s, detail := g.session(host, ap, pol)
+			s, detail := g.session(host, ap, hpol)
 			if s == nil {
+				g.onlyReqTLS = false
 				setAll(detail)
 				continue
 			}
@@ -414,6 +437,9 @@ hosts:
 	st = queue.Deferred
 	if allNotFound && len(hosts) > 0 {
 		st = queue.Failed // Postfix: "Host or domain name not found"
+	}
+	if g.onlyReqTLS && len(hosts) > 0 {
+		st = queue.Failed // RFC 8689 4.2.1: returned to the sender
 	}
 	for _, p := range pending {
 		det := g.detail[p]
@@ -491,6 +517,7 @@ type sess struct {
 	key  poolKey
 	host string
 	ip   string
+	tls  TLSOutcome // how the connection was set up
 }
 
 func (s *sess) where() string { return s.host + "[" + s.ip + "]" }
@@ -510,7 +537,10 @@ func (g *group) session(host string, ap netip.AddrPort, pol TLSPolicy) (*sess, s
 			break
 		}
 		if err := c.Reset(g.ctx()); err == nil {
-			return &sess{c: c, key: key, host: host, ip: ap.Addr().String()}, ""
+			s := &sess{c: c, key: key, host: host, ip: ap.Addr().String()}
+			s.tls = TLSOutcome{Domain: g.domain, Host: host, IP: s.ip, Policy: pol, Offered: c.Extensions().StartTLS, State: c.TLS()}
+			g.report(s.tls)
+			return s, ""
 		}
 		c.Close()
 	}
@@ -554,9 +584,12 @@ func (g *group) connect(key poolKey, pol TLSPolicy, useTLS bool) (s *sess, detai
 		return fail(err, "EHLO")
 	}
 	s = &sess{c: c, key: key, host: host, ip: ip}
+	out := TLSOutcome{Domain: g.domain, Host: host, IP: ip, Policy: pol, Offered: c.Extensions().StartTLS}
 	if useTLS && pol.Level != TLSNone {
 		if !c.Extensions().StartTLS {
 			if pol.Level >= TLSEncrypt {
+				out.Err = ErrNoStartTLS
+				g.report(out)
 				c.Quit(ctx)
 				return nil, localDetail("4.7.4", "TLS is required ("+pol.Source+" policy), but "+where+" does not offer STARTTLS"), false
 			}
@@ -566,23 +599,33 @@ func (g *group) connect(key poolKey, pol TLSPolicy, useTLS bool) (s *sess, detai
 			switch {
 			case err == nil:
 				cs := c.TLS()
+				out.State = cs
 				verified := verifyPKIX(*cs, d.rootCAs(), host) == nil
 				d.log.Info("TLS established", "id", g.m.env.ID, "server", where, "version", tls.VersionName(cs.Version),
 					"cipher", tls.CipherSuiteName(cs.CipherSuite), "verified", verified || pol.Level == TLSVerify, "level", pol.Level)
 			case errors.As(err, &re) && c.Usable() && c.TLS() == nil && pol.Level == TLSMay:
 				// 454 and the like: carry on in clear text.
+				out.Err = err
 			case errors.As(err, &re) && c.Usable():
+				out.Err = err
+				g.report(out)
 				c.Quit(ctx)
 				return nil, replyDetail(host, ip, re.Reply), false
 			case pol.Level == TLSMay && ctx.Err() == nil:
+				out.Err = err
+				g.report(out)
 				c.Close()
 				return nil, localDetail("4.7.5", where+": STARTTLS: "+errText(err)), true
 			default:
+				out.Err = err
+				g.report(out)
 				c.Close()
 				return nil, localDetail("4.7.5", where+": STARTTLS: "+errText(err)), false
 			}
 		}
 	}
+	s.tls = out
+	g.report(out)
 	if sh := d.o.Smarthost; sh != nil && sh.Username != "" {
 		switch {
 		case c.TLS() == nil && !sh.AllowPlaintextAuth:
@@ -682,6 +725,18 @@ func (g *group) transact(s *sess, pending []int) []int {
 		return nil
 	}
 	var params []string
+	if env.RequireTLS {
+		// RFC 8689 4.2.1: only to a server that verified TLS (checked
+		// with the policy) and offers REQUIRETLS.
+		if s.c.TLS() == nil || !ext.RequireTLS {
+			for _, p := range pending {
+				g.detail[p] = localDetail("5.7.30", "REQUIRETLS: "+s.where()+" does not offer REQUIRETLS (RFC 8689)")
+			}
+			return pending
+		}
+		params = append(params, "REQUIRETLS")
+	}
+	g.onlyReqTLS = false
 	if ext.Size && size > 0 {
 		params = append(params, "SIZE="+strconv.FormatInt(size, 10))
 	}
@@ -737,7 +792,7 @@ func (g *group) transact(s *sess, pending []int) []int {
 			r := resps[i]
 			switch {
 			case r.Command == "end of DATA" && r.Reply.Code >= 200 && r.Reply.Code < 300:
-				g.finish(p, queue.Delivered, replyDetail(s.host, s.ip, r.Reply), "in_reply_to", r.Command, "tls", s.c.TLS() != nil)
+				g.finish(p, queue.Delivered, replyDetail(s.host, s.ip, r.Reply), append([]any{"in_reply_to", r.Command, "tls", s.c.TLS() != nil}, tlsAttrs(s.tls)...)...)
 			case r.Reply.Permanent():
 				g.finish(p, queue.Failed, replyDetail(s.host, s.ip, r.Reply), "in_reply_to", r.Command)
 			case r.Reply.Transient():

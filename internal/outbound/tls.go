@@ -59,6 +59,10 @@ type TLSPolicy struct {
 	// Source names where the policy came from, for logs and details
 	// ("mta-sts", "dane", "smarthost", "default").
 	Source string
+	// ForHost, when set, gives the policy for one MX host, replacing this
+	// one for the sessions with it (DANE is decided per host: RFC 7672
+	// 2.2). An error skips the host with a temporary failure.
+	ForHost func(ctx context.Context, host string) (TLSPolicy, error)
 }
 
 // TLSPolicyFunc decides the TLS policy for a destination domain given its
