@@ -72,6 +72,10 @@ func newAbuse(cfg *config.Config, resolver dns.Resolver, log *slog.Logger) (*abu
 			return smtpserver.Screening{Connect: ss.Connect, Helo: ss.Helo, Rcpt: ss.Rcpt}
 		}
 	}
+	log.Info("abuse limits", "connection_rate", l.ConnectionRate, "message_rate", l.MessageRate,
+		"recipients_per_session", l.RecipientsPerSession, "min_data_rate", l.MinDataRate, "message_memory", l.MessageMemory,
+		"dnsbl", len(o.Block), "dnswl", len(o.Allow), "check_at", sc.CheckAt, "fcrdns", sc.RequireFCrDNS,
+		"strict_helo", sc.StrictHelo, "greylisting", sc.Greylisting)
 	return a, nil
 }
 
