@@ -8,17 +8,19 @@ import (
 
 	"github.com/posthorn/posthorn/internal/config"
 	"github.com/posthorn/posthorn/internal/dns"
+	"github.com/posthorn/posthorn/internal/obs"
 	"github.com/posthorn/posthorn/internal/outbound"
 )
 
 // newOutbound builds the remote delivery agent: MX delivery, or all mail
 // through the configured smarthost.
-func newOutbound(cfg *config.Config, resolver dns.Resolver, log *slog.Logger) (*outbound.Deliverer, error) {
+func newOutbound(cfg *config.Config, resolver dns.Resolver, log *slog.Logger, mx *obs.Metrics) (*outbound.Deliverer, error) {
 	o := outbound.Options{
 		Hostname: cfg.Hostname,
 		Resolver: resolver,
 		Port:     cfg.Delivery.Port,
 		Logger:   log,
+		Metrics:  mx,
 	}
 	if cfg.Relay.Smarthost != "" {
 		sh, err := outbound.ParseSmarthost(cfg.Relay.Smarthost)

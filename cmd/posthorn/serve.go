@@ -94,7 +94,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 	if err != nil {
 		return err
 	}
-	sp, err := spool.Open(spool.Options{Dir: filepath.Join(cfg.DataDir, "spool"), Logger: log})
+	mx, stopMetrics, err := startMetrics(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	sp, err := spool.Open(spool.Options{Dir: filepath.Join(cfg.DataDir, "spool"), Logger: log, Metrics: mx})
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
@@ -118,7 +123,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		return fmt.Errorf("SRS: %w", err)
 	}
 	resolver := dns.NewClient(dns.ClientOptions{Servers: cfg.DNS.Servers})
-	remote, err := newOutbound(cfg, resolver, log)
+	remote, err := newOutbound(cfg, resolver, log, mx)
 	if err != nil {
 		return err
 	}
@@ -147,12 +152,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		OnDelivered:  bnc.delivered,
 		OnDelayed:    bnc.delayed,
 		DelayWarning: cfg.Queue.DelayWarning,
+		Metrics:      mx,
 		Logger:       log,
 		FirstRetry:   cfg.Queue.FirstRetry,
 		MaxRetry:     cfg.Queue.MaxRetry,
 		MaxLifetime:  cfg.Queue.Lifetime,
 	})
 	fwd.q, bnc.q = q, q
+	mx.QueueSizes(q.Sizes)
 	if err := q.Start(ctx); err != nil {
 		return fmt.Errorf("queue: %w", err)
 	}
@@ -229,7 +236,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 			ErrorsPerSession: cfg.Limits.ErrorsPerSession,
 			AuthFailuresIP:   cfg.Limits.AuthFailuresPerIP,
 		},
-		Logger: log,
+		Logger:  log,
+		Metrics: mx,
 	})
 
 	// Listen on everything before serving anything: a port that cannot be
