@@ -107,9 +107,11 @@ func New(opts Options) (*Manager, error) {
 	if len(opts.Names) == 0 {
 		return nil, errors.New("acme: no names for the certificate")
 	}
+	names := make([]string, len(opts.Names))
 	for i, n := range opts.Names {
-		opts.Names[i] = strings.ToLower(strings.TrimSuffix(n, "."))
+		names[i] = strings.ToLower(strings.TrimSuffix(n, "."))
 	}
+	opts.Names = names
 	switch opts.Challenge {
 	case "":
 		opts.Challenge = ChallengeTLSALPN
