@@ -723,6 +723,9 @@ func (s *session) commit() smtp.Reply {
 				return r
 			}
 			s.log.Error("message check failed", "id", tx.w.ID(), "err", err)
+			if r := storageReply(err); r.Code == 452 {
+				return r // the disk filled up as the message was flushed to be checked
+			}
 			return smtp.R(451, "4.3.0", "Cannot check the message right now; please try again later")
 		}
 		env.Prepend += m.Prepend
