@@ -353,7 +353,7 @@ func (w *world) deliver(port int, rcpt string, requireTLS bool, overrides map[st
 		Hostname: "mx.sender.example", Resolver: w.res, Port: port,
 		TLSConfig: &tls.Config{RootCAs: w.pki.pool},
 		TLSPolicy: pols.Policy, OnTLS: pols.Outcome, Logger: log,
-		Timeouts:  outbound.Timeouts{Connect: 10 * time.Second},
+		Timeouts: outbound.Timeouts{Connect: 10 * time.Second},
 	})
 	defer d.Close()
 	env := &spool.Envelope{ID: "T1", From: "a@sender.example", Recipients: []spool.Recipient{{Addr: rcpt}}, RequireTLS: requireTLS, Size: 40}
