@@ -61,7 +61,7 @@ func ReadHeader(r io.Reader, max int) (Header, error) {
 			h[len(h)-1].Value = strings.TrimSpace(h[len(h)-1].Value + " " + strings.TrimSpace(trimmed))
 		default:
 			name, value, ok := strings.Cut(trimmed, ":")
-			if !ok || name == "" || strings.ContainsAny(name, " \t") {
+			if !ok || !isFieldName(name) {
 				return h, nil
 			}
 			h = append(h, Field{Name: name, Value: strings.TrimSpace(value)})
@@ -73,4 +73,15 @@ func ReadHeader(r io.Reader, max int) (Header, error) {
 			return h, err
 		}
 	}
+}
+
+// isFieldName reports whether s is a field name: printable US-ASCII but
+// colon (RFC 5322 2.2, ftext).
+func isFieldName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 33 || s[i] > 126 {
+			return false
+		}
+	}
+	return s != ""
 }
