@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/internal/auth"
-	"github.com/posthorn/posthorn/internal/certs"
 	"github.com/posthorn/posthorn/internal/config"
 	"github.com/posthorn/posthorn/internal/ctl"
 	"github.com/posthorn/posthorn/internal/delivery"
@@ -105,14 +104,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 	}
 	defer sp.Close()
 
-	certFile, keyFile, _ := cfg.TLSFiles()
-	cert, created, err := certs.LoadOrCreate(certFile, keyFile, cfg.Hostname)
+	// Certificates: configured files (reloaded when they change), ACME, or
+	// a self-signed one; and the MTA-STS policy host when configured.
+	tlsSvc, err := newTLSService(cfg, log)
 	if err != nil {
 		return err
 	}
-	if created {
-		log.Info("made a self-signed TLS certificate", "cert", certFile, "key", keyFile)
-	}
+	defer tlsSvc.Close()
 
 	srsKey, srsOld, err := srs.LoadOrCreateKey(filepath.Join(cfg.DataDir, "srs.key"))
 	if err != nil {
@@ -225,7 +223,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		Check:      check,
 		DropHeader: dropHeader,
 		Auth:       accounts,
-		TLS:        certs.ServerConfig(cert),
+		TLS:        tlsSvc.ServerConfig(),
 		Limits: smtpserver.Limits{
 			MessageSize:      cfg.Limits.MessageSize,
 			Recipients:       cfg.Limits.Recipients,
@@ -270,6 +268,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 			}
 		}()
 	}
+	tlsSvc.Start()
 	printBanner(stdout, cfg, lns)
 
 	var runErr error
