@@ -29,6 +29,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/posthorn/posthorn/internal/durable"
+
 	acmeclient "golang.org/x/crypto/acme"
 
 	"github.com/posthorn/posthorn/internal/certs"
@@ -372,7 +374,7 @@ func (m *Manager) install(chain [][]byte) (*tls.Certificate, error) {
 	for _, der := range chain {
 		pemChain = append(pemChain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
 	}
-	if err := writeFileAtomic(filepath.Join(m.o.Dir, CertFile), pemChain, 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(m.o.Dir, CertFile), pemChain, 0o644); err != nil {
 		return nil, fmt.Errorf("acme: keeping the certificate: %w", err)
 	}
 	c := &tls.Certificate{Certificate: chain, PrivateKey: m.certKey, Leaf: leaf}
@@ -476,7 +478,7 @@ func loadOrCreateKey(path string) (crypto.Signer, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		if err := durable.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 			return nil, fmt.Errorf("acme: writing %s: %w", path, err)
 		}
 		return key, nil
@@ -526,39 +528,4 @@ func parseKey(path string, data []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("acme: %s: not a signing key", path)
 	}
 	return s, nil
-}
-
-// writeFileAtomic replaces path with data: a temporary file written and
-// synced, renamed into place, the directory synced.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
