@@ -38,6 +38,11 @@ type Config struct {
 	Delivery   DeliveryOptions
 	Screen     Screen
 	MTASTS     MTASTS // [mta_sts]: our own policy host
+	// TLSPolicy overrides the outbound TLS policy per destination:
+	// "example.net" or ".example.net" (and subdomains) -> none, may,
+	// encrypt, verify, dane or dane-only. [tls_policy]
+	TLSPolicy map[string]string
+	TLSRPT    TLSRPT // [tls_rpt]
 }
 
 // DNS says which resolvers to ask.
@@ -63,6 +68,16 @@ type DeliveryOptions struct {
 	// session (connect, greeting, each command, each data block, the
 	// final reply); unset, the RFC 5321 4.5.3.2 values apply.
 	Timeout time.Duration
+	// DANE (RFC 7672) and MTASTS (RFC 8461) turn the recipient domains'
+	// TLS policies on (both by default). DANE needs a validating
+	// resolver in [dns].
+	DANE   bool
+	MTASTS bool
+	// TLSCA is a PEM file of further CA certificates trusted for MX
+	// hosts and MTA-STS policy hosts, besides the system's.
+	TLSCA string
+	// MTASTSPort is the HTTPS port of policy hosts: 443, except in tests.
+	MTASTSPort int
 }
 
 // Listen holds the addresses to listen on, per role. An empty list turns

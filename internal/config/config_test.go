@@ -385,3 +385,42 @@ func FuzzParse(f *testing.F) {
 		locate(string(data))
 	})
 }
+
+func TestTLSPolicyAndTLSRPTKeys(t *testing.T) {
+	c, err := Parse("t.toml", []byte(`hostname = "mx.example.com"
+[[domain]]
+name = "example.com"
+[tls_policy]
+"Partner.Example.net" = "verify"
+".example.org" = "dane-only"
+[tls_rpt]
+enabled = true
+[delivery]
+dane = false
+mta_sts_port = 8443
+tls_ca = "/etc/ca.pem"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TLSPolicy["partner.example.net"] != "verify" || c.TLSPolicy[".example.org"] != "dane-only" {
+		t.Errorf("tls_policy = %v", c.TLSPolicy)
+	}
+	if !c.TLSRPT.Enabled || c.TLSRPT.ReportFrom != "tls-reports@example.com" || c.TLSRPT.Contact != "postmaster@example.com" || c.TLSRPT.Period != 24*time.Hour {
+		t.Errorf("tls_rpt = %+v", c.TLSRPT)
+	}
+	if c.Delivery.DANE || !c.Delivery.MTASTS || c.Delivery.MTASTSPort != 8443 || c.Delivery.TLSCA != "/etc/ca.pem" {
+		t.Errorf("delivery = %+v", c.Delivery)
+	}
+	for _, bad := range []struct{ src, want string }{
+		{"[tls_policy]\n\"example.net\" = \"secure\"\n", `t.toml:3: tls_policy."example.net": "secure": expected one of`},
+		{"[tls_policy]\n\"exa mple\" = \"may\"\n", "t.toml:3: tls_policy"},
+		{"[tls_rpt]\nreport_from = \"nobody\"\n", "t.toml:3: tls_rpt.report_from"},
+		{"[tls_rpt]\nperiod = \"7h\"\n", "t.toml:3: tls_rpt.period"},
+	} {
+		_, err := Parse("t.toml", []byte("hostname = \"mx.example.com\"\n"+bad.src))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: error %v, want %q", bad.src, err, bad.want)
+		}
+	}
+}

@@ -85,7 +85,7 @@ func base(hostname string) *Config {
 		Checks:   Checks{DMARCReject: "reject", DMARCQuarantine: "quarantine"},
 		Screen:   Screen{CheckAt: "rcpt", GreylistDelay: 5 * time.Minute},
 		Relay:    Relay{SmarthostTLS: "required"},
-		Delivery: DeliveryOptions{Port: 25},
+		Delivery: DeliveryOptions{Port: 25, DANE: true, MTASTS: true, MTASTSPort: 443},
 		Queue: Queue{
 			FirstRetry:   5 * time.Minute,
 			MaxRetry:     time.Hour,
@@ -366,7 +366,9 @@ func (d decoder) config(c *Config, raw map[string]any) {
 				}
 			}
 		},
-		"mta_sts": func(p path, v any) { d.mtaSTS(c, p, v) },
+		"mta_sts":    func(p path, v any) { d.mtaSTS(c, p, v) },
+		"tls_policy": func(p path, v any) { d.tlsPolicy(c, p, v) },
+		"tls_rpt":    func(p path, v any) { d.tlsRPT(c, p, v) },
 		"addressing": func(p path, v any) {
 			d.table(p, v, fields{
 				"subaddress_delimiter": d.str(&c.Addressing.SubaddressDelimiter),
@@ -433,8 +435,12 @@ func (d decoder) config(c *Config, raw map[string]any) {
 		},
 		"delivery": func(p path, v any) {
 			d.table(p, v, fields{
-				"port":    d.count(&c.Delivery.Port),
-				"timeout": d.duration(&c.Delivery.Timeout),
+				"port":         d.count(&c.Delivery.Port),
+				"timeout":      d.duration(&c.Delivery.Timeout),
+				"dane":         d.boolean(&c.Delivery.DANE),
+				"mta_sts":      d.boolean(&c.Delivery.MTASTS),
+				"tls_ca":       d.str(&c.Delivery.TLSCA),
+				"mta_sts_port": d.count(&c.Delivery.MTASTSPort),
 			})
 		},
 		"screen": func(p path, v any) {
@@ -545,6 +551,7 @@ func validate(c *Config, r *reporter) {
 		r.add(path{"tls", k}, "missing: set both cert and key, or neither for a self-signed certificate in data_dir")
 	}
 	validateACMEAndMTASTS(c, r)
+	validateTLSPolicy(c, r)
 
 	domains := map[string]int{}
 	for i := range c.Domains {
