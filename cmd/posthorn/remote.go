@@ -1,20 +1,36 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/posthorn/posthorn/internal/config"
 	"github.com/posthorn/posthorn/internal/dns"
+	"github.com/posthorn/posthorn/internal/mtasts"
 	"github.com/posthorn/posthorn/internal/obs"
 	"github.com/posthorn/posthorn/internal/outbound"
+	"github.com/posthorn/posthorn/internal/queue"
+	"github.com/posthorn/posthorn/internal/spool"
+	"github.com/posthorn/posthorn/internal/tlspolicy"
+	"github.com/posthorn/posthorn/internal/tlsrpt"
 )
 
-// newOutbound builds the remote delivery agent: MX delivery, or all mail
-// through the configured smarthost.
-func newOutbound(cfg *config.Config, resolver dns.Resolver, log *slog.Logger, mx *obs.Metrics) (*outbound.Deliverer, error) {
+// newOutbound builds the remote delivery agent: MX delivery under the
+// recipient domains' TLS policies (overrides, DANE, MTA-STS), or all
+// mail through the configured smarthost. The outboundTLS it returns runs
+// what goes with the policies in the background once the queue exists
+// (start): MTA-STS cache refreshes and TLS-RPT reports.
+func newOutbound(cfg *config.Config, resolver dns.Resolver, log *slog.Logger, mx *obs.Metrics) (*outbound.Deliverer, *outboundTLS, error) {
 	o := outbound.Options{
 		Hostname: cfg.Hostname,
 		Resolver: resolver,
@@ -22,22 +38,174 @@ func newOutbound(cfg *config.Config, resolver dns.Resolver, log *slog.Logger, mx
 		Logger:   log,
 		Metrics:  mx,
 	}
+	roots, err := outboundRoots(cfg.Delivery.TLSCA)
+	if err != nil {
+		return nil, nil, err
+	}
+	if roots != nil {
+		o.TLSConfig = &tls.Config{RootCAs: roots}
+	}
+	svc := &outboundTLS{cfg: cfg, resolver: resolver, log: log}
 	if cfg.Relay.Smarthost != "" {
 		sh, err := outbound.ParseSmarthost(cfg.Relay.Smarthost)
 		if err != nil {
-			return nil, fmt.Errorf("relay.smarthost: %w", err)
+			return nil, nil, fmt.Errorf("relay.smarthost: %w", err)
 		}
 		sh.RequireTLS = cfg.Relay.SmarthostTLS != "optional"
 		sh.VerifyTLS = cfg.Relay.SmarthostTLS == "verify"
 		if cfg.Relay.SmarthostUser != "" {
 			pw, err := os.ReadFile(cfg.Relay.SmarthostPasswordFile)
 			if err != nil {
-				return nil, fmt.Errorf("relay.smarthost_password_file: %w", err)
+				return nil, nil, fmt.Errorf("relay.smarthost_password_file: %w", err)
 			}
 			sh.Username = cfg.Relay.SmarthostUser
 			sh.Password = strings.TrimRight(strings.SplitN(string(pw), "\n", 2)[0], "\r")
 		}
 		o.Smarthost = &sh
+		return outbound.New(o), svc, nil
 	}
-	return outbound.New(o), nil
+
+	po := tlspolicy.Options{Resolver: resolver, NoDANE: !cfg.Delivery.DANE, Overrides: cfg.TLSPolicy, Roots: roots, Logger: log}
+	if cfg.Delivery.MTASTS {
+		svc.sts, err = mtasts.NewCache(mtasts.CacheOptions{
+			Dir:      filepath.Join(cfg.DataDir, "mta-sts"),
+			Resolver: resolver,
+			Fetch:    mtasts.FetchOptions{Resolver: resolver, RootCAs: roots, Port: cfg.Delivery.MTASTSPort},
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		po.MTASTS = svc.sts
+	}
+	if cfg.TLSRPT.Enabled {
+		svc.store, err = tlsrpt.NewStore(tlsrpt.StoreOptions{Dir: filepath.Join(cfg.DataDir, "tls-rpt"), Period: cfg.TLSRPT.Period})
+		if err != nil {
+			return nil, nil, err
+		}
+		po.Reports = svc.store
+	}
+	pols := tlspolicy.New(po)
+	o.TLSPolicy = pols.Policy
+	o.OnTLS = pols.Outcome
+	return outbound.New(o), svc, nil
+}
+
+// outboundRoots is the system's roots plus those in file; nil (the
+// system's, as crypto/tls takes them) when file is "".
+func outboundRoots(file string) (*x509.CertPool, error) {
+	if file == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("delivery.tls_ca: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("delivery.tls_ca: %s holds no PEM certificate", file)
+	}
+	return pool, nil
+}
+
+// outboundTLS refreshes MTA-STS policies before they expire and sends
+// the TLS-RPT reports of each finished period through the queue.
+type outboundTLS struct {
+	cfg      *config.Config
+	resolver dns.Resolver
+	log      *slog.Logger
+	sts      *mtasts.Cache // nil: MTA-STS off
+	store    *tlsrpt.Store // nil: TLS-RPT off
+}
+
+// start runs the background work until ctx ends. prepare adds Date,
+// Message-ID and DKIM signatures to a report, as to submitted mail (RFC
+// 8460 5.3 asks for DKIM); nil adds none.
+func (s *outboundTLS) start(ctx context.Context, sp *spool.Spool, q *queue.Manager, prepare func(data func() (io.Reader, error)) (string, error)) {
+	if s == nil {
+		return
+	}
+	if s.sts != nil {
+		go every(ctx, time.Hour, func() {
+			if n := s.sts.Refresh(ctx); n > 0 {
+				s.log.Info("MTA-STS policies refreshed before expiry", "count", n)
+			}
+		})
+	}
+	if s.store != nil {
+		tick := min(s.cfg.TLSRPT.Period/2, 10*time.Minute)
+		go every(ctx, tick, func() { s.sendReports(ctx, sp, q, prepare) })
+	}
+}
+
+// every runs f now and then every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		f()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// sendReports queues one report per policy domain and mailto: address
+// for every finished period, then forgets the period.
+func (s *outboundTLS) sendReports(ctx context.Context, sp *spool.Spool, q *queue.Manager, prepare func(data func() (io.Reader, error)) (string, error)) {
+	c := s.cfg.TLSRPT
+	for _, p := range s.store.Due() {
+		reps, doms, err := s.store.Reports(p, tlsrpt.ReportOptions{OrganizationName: c.Organization, ContactInfo: c.Contact})
+		if err != nil {
+			s.log.Error("TLS-RPT: cannot read the period's results", "start", p.Start, "err", err)
+			continue
+		}
+		for _, dom := range doms {
+			lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			rec, err := tlsrpt.LookupRecord(lctx, s.resolver, dom)
+			cancel()
+			if errors.Is(err, tlsrpt.ErrNoRecord) {
+				continue
+			}
+			if err != nil {
+				s.log.Info("TLS-RPT: no report for the domain", "domain", dom, "err", err)
+				continue
+			}
+			to := rec.MailtoAddrs()
+			if len(to) == 0 {
+				s.log.Info("TLS-RPT: the domain wants reports over HTTPS only, which posthorn does not send", "domain", dom)
+				continue
+			}
+			msg, err := tlsrpt.Mail(reps[dom], dom, tlsrpt.MailOptions{From: c.ReportFrom, To: to, Submitter: s.cfg.Hostname})
+			if err != nil {
+				s.log.Error("TLS-RPT: cannot build the report", "domain", dom, "err", err)
+				continue
+			}
+			if prepare != nil {
+				hdr, err := prepare(func() (io.Reader, error) { return bytes.NewReader(msg), nil })
+				if err != nil {
+					s.log.Error("TLS-RPT: cannot sign the report", "domain", dom, "err", err)
+					continue
+				}
+				msg = append([]byte(hdr), msg...)
+			}
+			env := spool.Envelope{From: c.ReportFrom, Listener: "tlsrpt"}
+			for _, a := range to {
+				env.Recipients = append(env.Recipients, spool.Recipient{Addr: a})
+			}
+			id, err := enqueue(ctx, sp, q, env, bytes.NewReader(msg))
+			if err != nil {
+				s.log.Error("TLS-RPT: cannot queue the report", "domain", dom, "err", err)
+				continue
+			}
+			s.log.Info("TLS-RPT report queued", "id", id, "domain", dom, "to", strings.Join(to, ","), "start", p.Start, "end", p.End)
+		}
+		if err := s.store.Done(p); err != nil {
+			s.log.Warn("TLS-RPT: cannot remove the sent period", "err", err)
+		}
+	}
 }

@@ -121,7 +121,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		return fmt.Errorf("SRS: %w", err)
 	}
 	resolver := dns.NewClient(dns.ClientOptions{Servers: cfg.DNS.Servers})
-	remote, err := newOutbound(cfg, resolver, log, mx)
+	remote, outTLS, err := newOutbound(cfg, resolver, log, mx)
 	if err != nil {
 		return err
 	}
@@ -169,6 +169,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		return err
 	}
 	prep := submission.New(submission.Options{Hostname: cfg.Hostname, Signer: signer})
+	outTLS.start(ctx, sp, q, prep.Prepare) // MTA-STS refreshes, TLS-RPT reports
 
 	// The admin and submit sockets (posthorn queue, posthorn sendmail).
 	ctlSrv := ctl.NewServer(ctl.Options{
