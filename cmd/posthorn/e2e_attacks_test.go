@@ -597,3 +597,176 @@ func TestAttackControlCharactersInEHLO(t *testing.T) {
 		t.Fatal("control characters from EHLO reached the log")
 	}
 }
+
+// fromConn is a scripted client on a chosen loopback source address.
+type fromConn struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+// dialFrom connects to addr from a loopback source address and reads the
+// greeting.
+func dialFrom(t *testing.T, src, addr string) (*fromConn, smtp.Reply) {
+	t.Helper()
+	dl := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+	c, err := dl.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fc := &fromConn{t: t, c: c, br: bufio.NewReader(c)}
+	g, err := smtp.ReadReply(fc.br)
+	if err != nil {
+		t.Fatalf("greeting from %s: %v", src, err)
+	}
+	return fc, g
+}
+
+func (f *fromConn) Cmd(line string) smtp.Reply {
+	f.t.Helper()
+	io.WriteString(f.c, line+"\r\n")
+	r, err := smtp.ReadReply(f.br)
+	if err != nil {
+		f.t.Fatalf("%s: %v", line, err)
+	}
+	return r
+}
+
+func (f *fromConn) ExpectCmd(line string, code int, enhanced string) {
+	f.t.Helper()
+	if r := f.Cmd(line); r.Code != code || enhanced != "" && r.Enhanced != enhanced {
+		f.t.Fatalf("%s: got %q, want %d %s", line, r.Error(), code, enhanced)
+	}
+}
+
+// A client on a DNS block list is refused 554 5.7.1 with the list's
+// text, at RCPT or, configured so, instead of the greeting; a client on
+// an allow list is exempt.
+func TestDNSBLRefusesListedClientWithListText(t *testing.T) {
+	dnsSrv := dnstest.NewServer(t, dnstest.Zone{
+		"9.0.0.127.bl.example":  {A: []string{"127.0.0.2"}, TXT: []string{"Listed at https://bl.example/lookup?127.0.0.9"}},
+		"10.0.0.127.bl.example": {A: []string{"127.0.0.4"}},
+		"10.0.0.127.wl.example": {A: []string{"127.0.5.2"}},
+		"12.0.0.127.bl.example": {A: []string{"127.0.0.1"}}, // outside the filter
+	})
+	dir := t.TempDir()
+	d := startDaemonDNS(t, dir, "\n[screen]\ndnsbl = [\"bl.example=127.0.0.[2..11]\"]\ndnswl = [\"wl.example\"]\n", dnsSrv)
+	needAbuseWiring(t, d)
+	for src, want := range map[string]int{"127.0.0.9": 554, "127.0.0.10": 250, "127.0.0.12": 250, "127.0.0.1": 250} {
+		c, g := dialFrom(t, src, d.addrs["smtp"])
+		if g.Code != 220 {
+			t.Fatalf("%s greeted %q with check_at = rcpt", src, g.Error())
+		}
+		c.ExpectCmd("EHLO client.example.org", 250, "")
+		c.ExpectCmd("MAIL FROM:<a@example.org>", 250, "")
+		r := c.Cmd("RCPT TO:<bob@example.test>")
+		if r.Code != want {
+			t.Fatalf("%s: RCPT answered %q, want %d", src, r.Error(), want)
+		}
+		if want == 554 && (r.Enhanced != "5.7.1" || !strings.Contains(r.Text(), "https://bl.example/lookup?127.0.0.9") || !strings.Contains(r.Text(), "bl.example")) {
+			t.Fatalf("refusal does not carry the list's text: %q", r.Error())
+		}
+		c.Cmd("QUIT")
+	}
+	d.stop()
+
+	cfg, _ := os.ReadFile(d.config)
+	d = startWithConfig(t, dir, strings.Replace(string(cfg), "[screen]\n", "[screen]\ncheck_at = \"connect\"\n", 1), dnsSrv)
+	c, g := dialFrom(t, "127.0.0.9", d.addrs["smtp"])
+	if g.Code != 554 || g.Enhanced != "5.7.1" || !strings.Contains(g.Text(), "https://bl.example/") {
+		t.Fatalf("greeting for a listed client with check_at = connect: %q", g.Error())
+	}
+	c.ExpectCmd("EHLO client.example.org", 503, "5.7.1")
+	c.ExpectCmd("QUIT", 221, "")
+	// Submission is never screened.
+	if _, g := dialFrom(t, "127.0.0.9", d.addrs["submission"]); g.Code != 220 {
+		t.Fatalf("submission greeting for a listed client: %q", g.Error())
+	}
+}
+
+// Greylisting (off by default): a new (network, sender, recipient) is
+// answered 451 4.7.1 until the delay has passed; the triplets survive a
+// restart.
+func TestGreylistingDefersFirstAttemptAndSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir, "\n[screen]\ngreylisting = true\ngreylist_delay = \"2s\"\n")
+	needAbuseWiring(t, d)
+	try := func(d *daemon, from string) smtp.Reply {
+		c := testutil.Dial(t, d.addrs["smtp"])
+		c.ExpectCmd("EHLO client.example.org", 250, "")
+		c.ExpectCmd("MAIL FROM:<"+from+">", 250, "")
+		r := c.Cmd("RCPT TO:<bob@example.test>")
+		c.Cmd("QUIT")
+		return r
+	}
+	if r := try(d, "a@example.org"); r.Code != 451 || r.Enhanced != "4.7.1" || !strings.Contains(r.Text(), "Greylisted") {
+		t.Fatalf("first attempt: %q", r.Error())
+	}
+	if r := try(d, "a@example.org"); r.Code != 451 {
+		t.Fatalf("retry before the delay: %q", r.Error())
+	}
+	if r := try(d, "c@example.org"); r.Code != 451 {
+		t.Fatalf("second sender's first attempt: %q", r.Error())
+	}
+	time.Sleep(2100 * time.Millisecond) // the greylisting delay itself
+	if r := try(d, "a@example.org"); r.Code != 250 {
+		t.Fatalf("retry after the delay: %q", r.Error())
+	}
+	d.stop()
+	if _, err := os.Stat(filepath.Join(dir, "data", "greylist")); err != nil {
+		t.Fatalf("no triplet file: %v", err)
+	}
+	d = startDaemon(t, dir, "\n[screen]\ngreylisting = true\ngreylist_delay = \"2s\"\n")
+	for _, from := range []string{"a@example.org", "c@example.org"} {
+		if r := try(d, from); r.Code != 250 {
+			t.Fatalf("%s after a restart: %q (its triplet was forgotten)", from, r.Error())
+		}
+	}
+	if r := try(d, "new@example.org"); r.Code != 451 {
+		t.Fatalf("new triplet after the restart: %q", r.Error())
+	}
+}
+
+// Forward-confirmed reverse DNS and strict HELO names, when asked for.
+func TestFCrDNSAndStrictHelo(t *testing.T) {
+	dnsSrv := dnstest.NewServer(t, dnstest.Zone{
+		"127.0.0.1":       {PTR: []string{"mx.good.example."}},
+		"mx.good.example": {A: []string{"127.0.0.1"}},
+		"127.0.0.13":      {PTR: []string{"liar.example."}},
+		"liar.example":    {A: []string{"192.0.2.1"}},
+		"127.0.0.14":      {ServFail: true},
+	})
+	d := startDaemonDNS(t, t.TempDir(), "\n[screen]\nrequire_fcrdns = true\nstrict_helo = true\n", dnsSrv)
+	needAbuseWiring(t, d)
+	for src, want := range map[string]string{"127.0.0.1": "2.1.5", "127.0.0.13": "5.7.25", "127.0.0.11": "5.7.25", "127.0.0.14": "4.7.25"} {
+		c, _ := dialFrom(t, src, d.addrs["smtp"])
+		c.ExpectCmd("EHLO localhost", 504, "5.5.2")
+		c.ExpectCmd("EHLO ["+src+"]", 250, "")
+		c.ExpectCmd("EHLO client.example.org", 250, "")
+		c.ExpectCmd("MAIL FROM:<a@example.org>", 250, "")
+		if r := c.Cmd("RCPT TO:<bob@example.test>"); r.Enhanced != want {
+			t.Fatalf("%s: %q, want %s", src, r.Error(), want)
+		}
+	}
+}
+
+// The abuse limits of [limits] reach the daemon: connection rate and
+// recipients per connection.
+func TestAbuseLimitsFromConfig(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), "\n[limits]\nconnection_rate = 3\nrecipients_per_session = 2\n")
+	needAbuseWiring(t, d)
+	c := testutil.Dial(t, d.addrs["smtp"])
+	c.ExpectCmd("EHLO client.example.org", 250, "")
+	c.ExpectCmd("MAIL FROM:<a@example.org>", 250, "")
+	c.ExpectCmd("RCPT TO:<bob@example.test>", 250, "")
+	c.ExpectCmd("RCPT TO:<carol@localhost>", 250, "")
+	c.ExpectCmd("RCPT TO:<dave@localhost>", 452, "4.5.3")
+	testutil.Dial(t, d.addrs["smtp"])
+	testutil.Dial(t, d.addrs["smtp"])
+	_, g := dialFrom(t, "127.0.0.1", d.addrs["smtp"])
+	if g.Code != 421 || g.Enhanced != "4.7.0" {
+		t.Fatalf("fourth connection in a minute: %q", g.Error())
+	}
+}
