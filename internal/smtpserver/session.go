@@ -326,6 +326,9 @@ func (s *session) cmdHello(arg string, esmtp bool) error {
 	if s.canAuth() {
 		lines = append(lines, "AUTH PLAIN LOGIN")
 	}
+	if s.tls != nil {
+		lines = append(lines, "REQUIRETLS") // RFC 8689 2: only over TLS
+	}
 	s.reply(smtp.Reply{Code: 250, Lines: lines})
 	return nil
 }
@@ -394,6 +397,15 @@ func (s *session) cmdMail(arg string) error {
 				return s.refuse(smtp.R(501, "5.5.4", "Bad ENVID: it must be xtext of at most 100 characters (RFC 3461 4.4)"))
 			}
 			env.EnvID = v
+		case "REQUIRETLS":
+			// RFC 8689 3: only over TLS, where it is advertised; no value.
+			if s.tls == nil {
+				return s.refuse(smtp.R(530, "5.7.10", "REQUIRETLS needs TLS: issue STARTTLS first"))
+			}
+			if !p.Bare {
+				return s.refuse(smtp.R(555, "5.5.4", "REQUIRETLS takes no value"))
+			}
+			env.RequireTLS = true
 		case "AUTH":
 			// RFC 4954 5: the original submitter; accepted and not trusted.
 			if _, err := smtp.DecodeXtext(p.Value); err != nil && p.Value != "<>" {
