@@ -57,7 +57,9 @@ func TestRealDNSSECChain(t *testing.T) {
 	defer d.Close()
 	send := func(rcpt string) queue.Outcome {
 		env := &spool.Envelope{ID: "D1", From: "a@sender.example", Recipients: []spool.Recipient{{Addr: rcpt}}, Size: 30}
-		body := func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("Subject: x\r\n\r\nbody\r\n")), nil }
+		body := func() (io.ReadCloser, error) {
+			return io.NopCloser(strings.NewReader("Subject: x\r\n\r\nbody\r\n")), nil
+		}
 		return d.Deliver(ctx, env, body, []int{0})[0]
 	}
 	for _, tc := range []struct {
