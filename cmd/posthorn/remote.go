@@ -35,6 +35,7 @@ func newOutbound(cfg *config.Config, resolver dns.Resolver, log *slog.Logger, mx
 		Hostname: cfg.Hostname,
 		Resolver: resolver,
 		Port:     cfg.Delivery.Port,
+		Timeouts: deliveryTimeouts(cfg),
 		Logger:   log,
 		Metrics:  mx,
 	}

@@ -216,6 +216,11 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		Owns:             accounts.Owns,
 	})
 	check, dropHeader := newChecks(cfg, resolver, pol, prep, log)
+	abuse, err := newAbuse(cfg, resolver, log)
+	if err != nil {
+		return err
+	}
+	defer abuse.Close()
 	srv := smtpserver.New(smtpserver.Options{
 		Hostname:   cfg.Hostname,
 		Spool:      sp,
@@ -235,8 +240,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 			ErrorsPerSession: cfg.Limits.ErrorsPerSession,
 			AuthFailuresIP:   cfg.Limits.AuthFailuresPerIP,
 		},
-		Logger:  log,
-		Metrics: mx,
+		Admission: abuse.Admission,
+		Screen:    abuse.Screen,
+		Logger:    log,
+		Metrics:   mx,
 	})
 
 	// Listen on everything before serving anything: a port that cannot be
