@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -230,15 +231,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		DropHeader: dropHeader,
 		Auth:       accounts,
 		TLS:        tlsSvc.ServerConfig(),
+		// In the configuration 0 means "no limit"; smtpserver takes 0
+		// as "the default", so an unlimited value is passed as such.
 		Limits: smtpserver.Limits{
-			MessageSize:      cfg.Limits.MessageSize,
-			Recipients:       cfg.Limits.Recipients,
-			Connections:      cfg.Limits.Connections,
-			ConnectionsPerIP: cfg.Limits.ConnectionsPerIP,
+			MessageSize:      int64(unlimited(int(min(cfg.Limits.MessageSize, math.MaxInt32)))),
+			Recipients:       unlimited(cfg.Limits.Recipients),
+			Connections:      unlimited(cfg.Limits.Connections),
+			ConnectionsPerIP: unlimited(cfg.Limits.ConnectionsPerIP),
 			CommandTimeout:   cfg.Limits.CommandTimeout,
 			DataTimeout:      cfg.Limits.DataTimeout,
-			ErrorsPerSession: cfg.Limits.ErrorsPerSession,
-			AuthFailuresIP:   cfg.Limits.AuthFailuresPerIP,
+			ErrorsPerSession: unlimited(cfg.Limits.ErrorsPerSession),
+			AuthFailuresIP:   unlimited(cfg.Limits.AuthFailuresPerIP),
 		},
 		Admission: abuse.Admission,
 		Screen:    abuse.Screen,
@@ -298,6 +301,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 	}
 	log.Info("stopped")
 	return runErr
+}
+
+// unlimited maps the configuration's 0 ("no limit") to the largest value.
+func unlimited(n int) int {
+	if n <= 0 {
+		return math.MaxInt32
+	}
+	return n
 }
 
 // listenNetwork keeps an IPv6 literal listener IPv6-only, so that
