@@ -30,6 +30,10 @@ func TestMain(m *testing.M) {
 		crashHelper(dir)
 		return
 	}
+	if dir := os.Getenv(poolCrashHelperEnv); dir != "" {
+		poolCrashHelper(dir)
+		return
+	}
 	os.Exit(m.Run())
 }
 

@@ -49,15 +49,37 @@ func corrupt(id, format string, args ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrCorrupt, id, fmt.Sprintf(format, args...))
 }
 
+// errUncommitted: the file is a spare or a message being received, or one
+// whose Commit never wrote its header: not a message. The public methods
+// report it as ErrNotFound.
+var errUncommitted = errors.New("spool: message file not committed")
+
+// uncommittedMark reports whether b, the start of a file (at most the
+// magic's length), is all zero: Commit has not written the header.
+func uncommittedMark(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // readHeader reads and checks the header of f and that the file is long
 // enough to hold the body and envelope it announces.
 func readHeader(f *os.File, id string) (header, error) {
 	var b [headerSize]byte
-	if _, err := f.ReadAt(b[:], 0); err != nil {
-		if errors.Is(err, io.EOF) {
-			return header{}, corrupt(id, "short header")
+	if n, err := f.ReadAt(b[:], 0); err != nil {
+		if !errors.Is(err, io.EOF) {
+			return header{}, fmt.Errorf("spool: %s: %w", id, err)
 		}
-		return header{}, fmt.Errorf("spool: %s: %w", id, err)
+		if uncommittedMark(b[:min(n, len(magic))]) {
+			return header{}, errUncommitted
+		}
+		return header{}, corrupt(id, "short header")
+	}
+	if uncommittedMark(b[:len(magic)]) {
+		return header{}, errUncommitted
 	}
 	if string(b[:8]) != magic {
 		return header{}, corrupt(id, "bad magic")

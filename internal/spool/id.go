@@ -9,8 +9,10 @@ import (
 // Queue ids are 16 characters of base32 "hex" alphabet (RFC 4648 7,
 // lowercase): 9 characters of Unix milliseconds followed by 7 characters of
 // a per-process counter (15 bits, random start) and 20 random bits. The
-// alphabet sorts like the numbers it encodes, so ids sort by arrival time;
-// they are filename-safe and case-insensitively unique.
+// alphabet sorts like the numbers it encodes, so ids sort by the time their
+// file was made, which is at most maxSpareAge before the message's arrival
+// (see the spare pool); they are filename-safe and case-insensitively
+// unique.
 const (
 	idAlphabet = "0123456789abcdefghijklmnopqrstuv"
 	idLen      = 16

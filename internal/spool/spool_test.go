@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -150,6 +151,13 @@ func TestAbortAndFailedCommitLeaveNothing(t *testing.T) {
 	if _, err := w.Write([]byte("more")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Write after Abort = %v", err)
 	}
+	for _, w := range []*Writer{w, w2, w3} {
+		if _, err := os.Lstat(s.path(w.ID())); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("file of an aborted or failed message still there: %v", err)
+		}
+	}
+	// Close removes the spares: then nothing is left.
+	s.Close()
 	entries, _ := os.ReadDir(s.dir)
 	if len(entries) != 0 {
 		t.Fatalf("queue dir holds %v", entries)
@@ -180,8 +188,8 @@ func TestRecoveryRemovesUncommittedAndQuarantinesCorrupt(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].ID != good {
 		t.Fatalf("List after recovery = %v, %v; want only %s", list, err, good)
 	}
-	if _, err := os.Stat(filepath.Join(root, "queue", w.ID()+tmpSuffix)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("temp file survived recovery: %v", err)
+	if _, err := os.Stat(filepath.Join(root, "queue", w.ID())); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("file of an uncommitted message survived recovery: %v", err)
 	}
 	for _, id := range []string{truncated, flipped} {
 		if _, err := s.Load(id); !errors.Is(err, ErrNotFound) {
@@ -340,9 +348,60 @@ func TestSecondOpenOfSameSpoolRefused(t *testing.T) {
 	}
 }
 
-func TestConcurrentCommitsShareOneDirectoryFsync(t *testing.T) {
+// TestCommitNeedsNoDirectoryFsync: with spares in the pool, a commit
+// makes no directory fsync of its own; the pool makes a batch of names
+// durable with one.
+func TestCommitNeedsNoDirectoryFsync(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	commit(t, s, []byte("first"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	// The first Create found the pool empty; wait for the refill.
+	for len(s.pool.spares) < minSpares/2 {
+		runtime.Gosched()
+	}
+	syncs, created := s.syncer.syncs.Load(), s.pool.created.Load()
+	const n = 5
+	for range n {
+		commit(t, s, []byte("m"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	}
+	// Wait for the filler to go quiet before counting.
+	for !(len(s.pool.spares) > int(s.pool.target.Load())/2 && len(s.pool.kick) == 0) {
+		runtime.Gosched()
+	}
+	madeSyncs := s.syncer.syncs.Load() - syncs
+	refills := s.pool.created.Load() - created
+	if madeSyncs > 1 || (madeSyncs == 1) != (refills > 0) {
+		t.Fatalf("%d commits took %d directory fsyncs (%d spares made)", n, madeSyncs, refills)
+	}
+	if s.pool.made.Load() != 1 {
+		t.Fatalf("%d Creates found the pool empty, want only the first", s.pool.made.Load())
+	}
+	if l, _ := s.List(); len(l) != n+1 {
+		t.Fatalf("List has %d messages, want %d", len(l), n+1)
+	}
+}
+
+func TestConcurrentRemovesShareOneDirectoryFsync(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	const n = 30
+	// Removals of ids that share a lock stripe wait for each other:
+	// take ids on distinct stripes.
+	var ids []string
+	stripes := map[*sync.Mutex]bool{}
+	for len(ids) < n+1 {
+		id := commit(t, s, []byte("m"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+		if mu := s.lockID(id); !stripes[mu] {
+			stripes[mu] = true
+			ids = append(ids, id)
+			continue
+		}
+		if err := s.Remove(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Let the pool go quiet, so that only removals ask for fsyncs.
+	for !(len(s.pool.spares) > int(s.pool.target.Load())/2 && len(s.pool.kick) == 0) {
+		runtime.Gosched()
+	}
 	started, release := make(chan struct{}), make(chan struct{})
 	var calls int
 	real := s.syncer.fsync
@@ -354,22 +413,16 @@ func TestConcurrentCommitsShareOneDirectoryFsync(t *testing.T) {
 		}
 		return real()
 	}
-	// The first commit's directory fsync is held up...
+	syncs := s.syncer.syncs.Load()
+	// The first removal's directory fsync is held up...
 	first := make(chan error)
-	go func() {
-		w, _ := s.Create()
-		first <- w.Commit(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
-	}()
+	go func() { first <- s.Remove(ids[0]) }()
 	<-started
-	// ...while n more commits reach their directory fsync.
+	// ...while n more removals reach theirs.
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			w, _ := s.Create()
-			w.Write([]byte("body"))
-			errs <- w.Commit(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
-		})
+	for _, id := range ids[1:] {
+		wg.Go(func() { errs <- s.Remove(id) })
 	}
 	for len(s.syncer.reqs) < n {
 		runtime.Gosched()
@@ -385,10 +438,10 @@ func TestConcurrentCommitsShareOneDirectoryFsync(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if got := s.syncer.syncs.Load(); got != 2 {
-		t.Fatalf("%d commits took %d directory fsyncs, want 2", n+1, got)
+	if got := s.syncer.syncs.Load() - syncs; got != 2 {
+		t.Fatalf("%d removals took %d directory fsyncs, want 2", n+1, got)
 	}
-	if l, _ := s.List(); len(l) != n+1 {
-		t.Fatalf("List has %d messages, want %d", len(l), n+1)
+	if l, _ := s.List(); len(l) != 0 {
+		t.Fatalf("List has %d messages after removing all", len(l))
 	}
 }

@@ -17,12 +17,19 @@ import (
 type dirSyncer struct {
 	dir    *os.File
 	fsync  func() error // dir.Sync; replaced in tests
-	reqs   chan chan error
+	reqs   chan syncReq
 	mu     sync.RWMutex // held for reading while sending on reqs
 	closed bool
 	done   chan struct{}
 	syncs  atomic.Int64 // directory fsyncs issued, for tests and benchmarks
 	m      Metrics      // may be nil
+}
+
+// syncReq asks for a directory fsync covering n changes (names made or
+// removed).
+type syncReq struct {
+	n    int
+	done chan error
 }
 
 var errSyncerClosed = errors.New("spool: closed")
@@ -32,14 +39,14 @@ func newDirSyncer(path string, m Metrics) (*dirSyncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &dirSyncer{dir: d, fsync: d.Sync, reqs: make(chan chan error, 256), done: make(chan struct{}), m: m}
+	s := &dirSyncer{dir: d, fsync: d.Sync, reqs: make(chan syncReq, 256), done: make(chan struct{}), m: m}
 	go s.run()
 	return s, nil
 }
 
 func (s *dirSyncer) run() {
 	defer close(s.done)
-	batch := make([]chan error, 0, 256)
+	batch := make([]syncReq, 0, 256)
 	for first := range s.reqs {
 		batch = append(batch[:0], first)
 	gather:
@@ -58,23 +65,28 @@ func (s *dirSyncer) run() {
 		err := s.fsync()
 		s.syncs.Add(1)
 		if s.m != nil {
-			s.m.DirSync(len(batch), time.Since(start))
+			n := 0
+			for _, r := range batch {
+				n += r.n
+			}
+			s.m.DirSync(n, time.Since(start))
 		}
 		for _, r := range batch {
-			r <- err
+			r.done <- err
 		}
 	}
 }
 
-// sync waits for an fsync of the directory that began after the call.
-func (s *dirSyncer) sync() error {
+// sync waits for an fsync of the directory that began after the call; n
+// is the number of changes it is made for (the metrics' batch size).
+func (s *dirSyncer) sync(n int) error {
 	done := make(chan error, 1)
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
 		return errSyncerClosed
 	}
-	s.reqs <- done
+	s.reqs <- syncReq{n, done}
 	s.mu.RUnlock()
 	return <-done
 }

@@ -4,13 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash"
 	"hash/crc32"
 	"io"
-	"io/fs"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -26,6 +25,20 @@ type Writer struct {
 	ended bool  // committed or aborted
 }
 
+// bufPool recycles the Writers' 64 KiB buffers.
+var bufPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+
+var zeroHeader [headerSize]byte
+
+// release returns the buffer to bufPool; the Writer is ended.
+func (w *Writer) release() {
+	if w.bw != nil {
+		w.bw.Reset(nil)
+		bufPool.Put(w.bw)
+		w.bw = nil
+	}
+}
+
 // Create starts a new message. Its queue id is known at once (for the
 // Received header); it names a message only once Commit returns nil. The
 // caller must end every Writer with Commit or Abort.
@@ -33,28 +46,18 @@ func (s *Spool) Create() (*Writer, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
-	for range 8 {
-		id := s.ids.next(time.Now())
-		// The final name must not exist either: Commit's rename would
-		// replace it. Ids carry a counter, so this only matters if the
-		// clock stepped back across a restart.
-		if _, err := os.Lstat(s.path(id)); !errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		f, err := os.OpenFile(s.path(id)+tmpSuffix, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-		if errors.Is(err, fs.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("spool: create: %w", err)
-		}
-		w := &Writer{s: s, id: id, f: f, crc: crc32.New(castagnoli)}
-		// Room for the header, filled in by Commit.
-		w.bw = bufio.NewWriterSize(f, 64<<10)
-		w.bw.Write(make([]byte, headerSize))
-		return w, nil
+	// A spare: an empty file whose name is already durable.
+	id, f, err := s.pool.get()
+	if err != nil {
+		return nil, fmt.Errorf("spool: create: %w", err)
 	}
-	return nil, errors.New("spool: create: could not find a free queue id")
+	w := &Writer{s: s, id: id, f: f, crc: crc32.New(castagnoli)}
+	// Room for the header, filled in by Commit. Until then it stays zero,
+	// which is what marks the file as not committed.
+	w.bw = bufPool.Get().(*bufio.Writer)
+	w.bw.Reset(f)
+	w.bw.Write(zeroHeader[:])
+	return w, nil
 }
 
 // ID returns the queue id the message will have.
@@ -106,22 +109,19 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) (err error) {
 		return ErrClosed
 	}
 	w.ended = true
-	tmp, final := w.s.path(w.id)+tmpSuffix, w.s.path(w.id)
-	renamed := false
 	defer func() {
+		w.release()
 		if err == nil {
 			w.s.commits.Add(1)
 			return
 		}
+		// The client hears 451, so the file must not be taken for a
+		// message. Without its name it cannot be; if the unlink is
+		// lost in a crash, what is left is either uncommitted (header
+		// still zero: removed at recovery) or, when the header was
+		// written, complete (see the package doc).
 		w.f.Close()
-		if renamed {
-			// The directory fsync failed or was not waited for:
-			// the client hears 451, so the message must not be
-			// delivered behind its back.
-			os.Remove(final)
-		} else {
-			os.Remove(tmp)
-		}
+		os.Remove(w.s.path(w.id))
 	}()
 	if w.err != nil {
 		return w.err
@@ -157,31 +157,36 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) (err error) {
 		envCRC:  crc32.Checksum(envb, castagnoli),
 		bodyCRC: w.crc.Sum32(),
 	}
+	// 1. Body and envelope, with the header still zero: after this they
+	// are on stable storage, and the file's size with them.
+	if err := syncFile(w.f); err != nil {
+		return fmt.Errorf("spool: commit %s: fsync: %w", w.id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("spool: commit %s: %w", w.id, err)
+	}
+	// 2. The header, which is the commit mark: it reaches the file only
+	// once everything it describes is durable. It overwrites 32 bytes
+	// of an allocated block and leaves the size alone, so this fdatasync
+	// is a data write and a cache flush, not a journal commit.
+	// Serialised with Remove and appends of the same id.
+	mu := w.s.lockID(w.id)
+	mu.Lock()
+	defer mu.Unlock()
 	if _, err := w.f.WriteAt(h.marshal(), 0); err != nil {
 		return fmt.Errorf("spool: commit %s: %w", w.id, err)
 	}
-	// 1. The data, before the name: after this the file is complete on
-	// stable storage under its temporary name.
-	if err := w.f.Sync(); err != nil {
+	if err := syncFile(w.f); err != nil {
 		return fmt.Errorf("spool: commit %s: fsync: %w", w.id, err)
 	}
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("spool: commit %s: %w", w.id, err)
 	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("spool: commit %s: %w", w.id, err)
-	}
-	// 2. The name: atomically, so <id> is either absent or complete.
-	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("spool: commit %s: %w", w.id, err)
-	}
-	renamed = true
-	// 3. The directory entry, shared with concurrent commits.
-	if err := w.s.syncer.sync(); err != nil {
-		return fmt.Errorf("spool: commit %s: directory fsync: %w", w.id, err)
-	}
 	return nil
 }
+
+// syncFile is fdatasync; tests replace it to inject failures.
+var syncFile = fdatasync
 
 // Abort discards the message. It is a no-op after Commit or Abort.
 func (w *Writer) Abort() {
@@ -189,6 +194,9 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.ended = true
+	w.release()
 	w.f.Close()
-	os.Remove(w.s.path(w.id) + tmpSuffix)
+	// The header is still zero: the file is no message, so its unlink
+	// needs no directory fsync (recovery removes it if it comes back).
+	os.Remove(w.s.path(w.id))
 }

@@ -1,0 +1,261 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pool bounds. The pool adapts its size to the demand between minSpares
+// and maxSpares: it doubles when a Create finds it empty and halves when
+// spares go stale unused.
+const (
+	minSpares = 16
+	maxSpares = 256
+	maxBatch  = 128
+	// createWorkers create the files of one batch in parallel.
+	createWorkers = 16
+	// maxSpareAge bounds how old a spare may be when Create takes it, so
+	// that queue ids (which carry the file's creation time) stay within
+	// this much of the message's arrival and keep sorting by arrival.
+	maxSpareAge = 10 * time.Second
+)
+
+// spare is an empty message file whose directory entry is durable.
+type spare struct {
+	id   string
+	f    *os.File
+	born time.Time
+}
+
+// sparePool keeps empty message files ready for Create, so that receiving a
+// message needs no create, rename or directory fsync on its way to the 250
+// (see the package doc). One goroutine creates spares in batches and makes
+// each batch durable with one (shared) directory fsync before it hands any
+// of them out.
+type sparePool struct {
+	s      *Spool
+	spares chan spare
+	target atomic.Int32
+	kick   chan struct{}
+	quit   chan struct{}
+	done   chan struct{}
+	// created counts spare files made by the filler, for tests.
+	created atomic.Int64
+	// made counts files Create had to make itself (the pool was empty).
+	made atomic.Int64
+}
+
+func newSparePool(s *Spool) *sparePool {
+	p := &sparePool{
+		s:      s,
+		spares: make(chan spare, maxSpares),
+		kick:   make(chan struct{}, 1),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+	p.target.Store(minSpares)
+	go p.run()
+	return p
+}
+
+func (p *sparePool) wake() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// get returns an empty message file whose name is durable.
+func (p *sparePool) get() (string, *os.File, error) {
+	select {
+	case sp := <-p.spares:
+		p.wake()
+		if !sp.stale() {
+			return sp.id, sp.f, nil
+		}
+		// The pool sat unused: the others are stale too. Leave them
+		// to the filler and shrink the pool.
+		p.drop(sp)
+		if t := p.target.Load(); t > minSpares {
+			p.target.Store(t / 2)
+		}
+	default:
+		// Empty: a bigger pool for next time.
+		if t := p.target.Load(); t < maxSpares {
+			p.target.Store(min(2*t, maxSpares))
+		}
+		p.wake()
+	}
+	// Make one now; its name must be durable before it is written to.
+	p.made.Add(1)
+	sp, err := p.s.newFile()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := p.s.syncer.sync(1); err != nil {
+		p.drop(sp)
+		return "", nil, fmt.Errorf("directory fsync: %w", err)
+	}
+	return sp.id, sp.f, nil
+}
+
+func (sp spare) stale() bool { return time.Since(sp.born) > maxSpareAge }
+
+// drop removes a spare. It is not committed, so its unlink needs no
+// directory fsync: if the unlink is lost in a crash, recovery removes the
+// empty file.
+func (p *sparePool) drop(sp spare) {
+	sp.f.Close()
+	os.Remove(p.s.path(sp.id))
+}
+
+// dropStale removes the stale spares, which are the oldest, at the front.
+func (p *sparePool) dropStale() {
+	for {
+		select {
+		case sp := <-p.spares:
+			if sp.stale() {
+				p.drop(sp)
+				continue
+			}
+			select {
+			case p.spares <- sp: // to the back: order does not matter
+			default:
+				p.drop(sp)
+			}
+		default:
+		}
+		return
+	}
+}
+
+func (p *sparePool) run() {
+	defer close(p.done)
+	batch := make([]spare, 0, maxBatch)
+	for {
+		select {
+		case <-p.kick:
+		case <-p.quit:
+			return
+		}
+		p.dropStale()
+		// Refill once half the target is used, in batches of at most
+		// maxBatch files (one directory fsync each) so that the first
+		// spares are ready soon.
+		for {
+			t := int(p.target.Load())
+			have := len(p.spares)
+			if have > t/2 || p.stopping() {
+				break
+			}
+			if !p.fill(min(t-have, maxBatch), batch[:0]) {
+				break
+			}
+		}
+	}
+}
+
+func (p *sparePool) stopping() bool {
+	select {
+	case <-p.quit:
+		return true
+	default:
+		return false
+	}
+}
+
+// fill creates n spares, makes their names durable with one directory
+// fsync and hands them out. It reports whether all went well.
+func (p *sparePool) fill(n int, batch []spare) bool {
+	// Creating a file can wait for the file system's journal, which the
+	// committers keep busy with their fsyncs: create in parallel, so the
+	// waits overlap.
+	var (
+		mu      sync.Mutex
+		wg      sync.WaitGroup
+		left    atomic.Int64
+		lastErr error
+	)
+	left.Store(int64(n))
+	for range min(n, createWorkers) {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				sp, err := p.s.newFile()
+				mu.Lock()
+				if err != nil {
+					lastErr = err
+					mu.Unlock()
+					return
+				}
+				batch = append(batch, sp)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if lastErr != nil {
+		p.s.log.Warn("spool: cannot create spare message file", "err", lastErr)
+	}
+	if len(batch) == 0 {
+		return false
+	}
+	// One directory fsync makes the whole batch's names durable; none
+	// is handed out before it returned.
+	err := p.s.syncer.sync(len(batch))
+	for _, sp := range batch {
+		if err == nil {
+			select {
+			case p.spares <- sp:
+				p.created.Add(1)
+				continue
+			default:
+			}
+		}
+		p.drop(sp)
+	}
+	if err != nil {
+		if !errors.Is(err, errSyncerClosed) {
+			p.s.log.Warn("spool: directory fsync for spare message files failed", "err", err)
+		}
+		return false
+	}
+	return lastErr == nil
+}
+
+func (p *sparePool) close() {
+	close(p.quit)
+	<-p.done
+	for {
+		select {
+		case sp := <-p.spares:
+			p.drop(sp)
+		default:
+			return
+		}
+	}
+}
+
+// newFile creates an empty message file under a fresh queue id. Its name
+// is not yet durable.
+func (s *Spool) newFile() (spare, error) {
+	for range 8 {
+		now := time.Now()
+		id := s.ids.next(now)
+		f, err := os.OpenFile(s.path(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, fs.ErrExist) {
+			// Ids carry a counter, so this only happens if the clock
+			// stepped back across a restart.
+			continue
+		}
+		if err != nil {
+			return spare{}, fmt.Errorf("spool: create: %w", err)
+		}
+		return spare{id: id, f: f, born: now}, nil
+	}
+	return spare{}, errors.New("spool: create: could not find a free queue id")
+}

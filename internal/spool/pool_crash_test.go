@@ -1,0 +1,332 @@
+package spool
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const poolCrashHelperEnv = "POSTHORN_SPOOL_POOL_CRASH_HELPER_DIR"
+
+// poolCrashHelper receives messages from 20 goroutines through the spare
+// pool, streaming each body in pieces (with a read-back now and then) and
+// then committing, aborting, or committing and removing it. It prints
+// "abort ID" before an Abort, "ok ID" once Commit returned nil and
+// "removing ID" before a Remove and "rm ID" once it returned nil, until it is killed or hits its bounds.
+func poolCrashHelper(dir string) {
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var left atomic.Int64
+	left.Store(20000)
+	var mu sync.Mutex
+	say := func(what, id string) {
+		mu.Lock()
+		os.Stdout.WriteString(what + " " + id + "\n") // one write(2) per line
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 && time.Now().Before(deadline) {
+				w, err := s.Create()
+				if err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(2)
+				}
+				body := crashBody(w.ID())
+				half := rand.IntN(len(body))
+				w.Write(body[:half])
+				if rand.IntN(4) == 0 {
+					if _, err := w.Written(); err != nil {
+						fmt.Fprintln(os.Stderr, err)
+						os.Exit(2)
+					}
+				}
+				w.Write(body[half:])
+				if rand.IntN(8) == 0 {
+					say("abort", w.ID())
+					w.Abort()
+					continue
+				}
+				env := &Envelope{From: "a@example.com", Recipients: []Recipient{{Addr: "b@example.org"}}}
+				if err := w.Commit(context.Background(), env); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+					os.Exit(2)
+				}
+				say("ok", w.ID())
+				if rand.IntN(3) == 0 {
+					say("removing", w.ID())
+					if err := s.Remove(w.ID()); err != nil {
+						fmt.Fprintln(os.Stderr, err)
+						os.Exit(2)
+					}
+					say("rm", w.ID())
+				}
+			}
+		})
+	}
+	wg.Wait()
+	os.Exit(0)
+}
+
+// TestPoolCommitsSurviveRepeatedSIGKILL kills the helper several times on
+// the same spool at random moments. After each restart: every message
+// whose Commit returned nil is there with its exact body unless its
+// Remove returned nil; no removed, aborted or partial message is listed
+// (a message killed between its header write and the end of its Commit
+// may be listed, but only whole); recovery found nothing corrupt and left
+// no uncommitted file behind.
+func TestPoolCommitsSurviveRepeatedSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("subprocess test")
+	}
+	dir := t.TempDir()
+	acked := map[string]bool{}   // Commit returned nil
+	removed := map[string]bool{} // Remove returned nil
+	aborted := map[string]bool{}
+	removing := map[string]bool{} // Remove called (it may or may not have happened)
+	for round := range 4 {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), poolCrashHelperEnv+"="+dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		killAt := 100 + rand.IntN(400)
+		lines := 0
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			what, id, _ := strings.Cut(sc.Text(), " ")
+			switch what {
+			case "ok":
+				acked[id] = true
+			case "removing":
+				removing[id] = true
+			case "rm":
+				removed[id] = true
+			case "abort":
+				aborted[id] = true
+			default:
+				t.Fatalf("helper said %q", sc.Text())
+			}
+			if lines++; lines == killAt {
+				cmd.Process.Signal(syscall.SIGKILL)
+			}
+		}
+		werr := cmd.Wait()
+		if lines < killAt {
+			t.Logf("round %d: helper ended before it was killed: %v", round, werr)
+		}
+		if stderr.Len() > 0 {
+			t.Fatalf("round %d: helper failed: %s", round, stderr.String())
+		}
+
+		s, err := Open(Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if entries, _ := os.ReadDir(s.corrupt); len(entries) > 0 {
+			t.Fatalf("round %d: recovery found %d corrupt files", round, len(entries))
+		}
+		// Recovery left committed messages only.
+		entries, _ := os.ReadDir(s.dir)
+		for _, e := range entries {
+			if _, err := s.Load(e.Name()); err != nil {
+				t.Fatalf("round %d: recovery left %s: %v", round, e.Name(), err)
+			}
+		}
+		for id := range acked {
+			_, err := s.Load(id)
+			if removed[id] {
+				if !errors.Is(err, ErrNotFound) {
+					t.Fatalf("round %d: removed message %s came back: %v", round, id, err)
+				}
+				continue
+			}
+			if errors.Is(err, ErrNotFound) && removing[id] {
+				removed[id] = true // killed during Remove, after the unlink
+				continue
+			}
+			if err != nil {
+				t.Fatalf("round %d: acknowledged message %s lost: %v", round, id, err)
+			}
+		}
+		list, err := s.List()
+		if err != nil {
+			t.Fatal(err)
+		}
+		unacked := 0
+		for _, env := range list {
+			if aborted[env.ID] || removed[env.ID] {
+				t.Fatalf("round %d: aborted or removed message %s listed", round, env.ID)
+			}
+			if !acked[env.ID] {
+				unacked++
+			}
+			if b := readBody(t, s, env.ID); !bytes.Equal(b, crashBody(env.ID)) {
+				t.Fatalf("round %d: message %s listed with a damaged body (%d bytes)", round, env.ID, len(b))
+			}
+		}
+		t.Logf("round %d: killed after %d lines; %d acknowledged so far, %d listed (%d whole but unacknowledged)",
+			round, lines, len(acked)-len(removed), len(list), unacked)
+		s.Close()
+	}
+}
+
+// TestMessageInProgressIsNoMessage: until Commit writes its header, a
+// Writer's file is invisible to Load, Body, List and UpdateRecipients,
+// Remove leaves it alone, and a spare left by a crash is removed at Open.
+func TestMessageInProgressIsNoMessage(t *testing.T) {
+	root := t.TempDir()
+	s := openTest(t, root)
+	w, err := s.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("Subject: in progress\r\n\r\n"))
+	w.bw.Flush()
+	id := w.ID()
+	if _, err := s.Load(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Load of a message in progress = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Body(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Body of a message in progress = %v, want ErrNotFound", err)
+	}
+	if err := s.UpdateRecipients(id, RecipientUpdate{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("UpdateRecipients of a message in progress = %v, want ErrNotFound", err)
+	}
+	if l, err := s.List(); err != nil || len(l) != 0 {
+		t.Fatalf("List = %v, %v; want nothing", l, err)
+	}
+	if err := s.Remove(id); err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("body\r\n"))
+	if err := w.Commit(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}}); err != nil {
+		t.Fatalf("Commit after a Remove of its id: %v", err)
+	}
+	if b := readBody(t, s, id); string(b) != "Subject: in progress\r\n\r\nbody\r\n" {
+		t.Fatalf("body = %q", b)
+	}
+
+	// What a crash leaves: an empty spare, a partial message.
+	spare, err := s.newFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spare.f.Close()
+	w2, _ := s.Create()
+	w2.Write(bytes.Repeat([]byte("partial\r\n"), 1000))
+	w2.bw.Flush()
+	s.Close()
+	s = openTest(t, root)
+	for _, gone := range []string{spare.id, w2.ID()} {
+		if _, err := os.Lstat(s.path(gone)); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("uncommitted file %s survived recovery: %v", gone, err)
+		}
+	}
+	if l, _ := s.List(); len(l) != 1 || l[0].ID != id {
+		t.Fatalf("List after recovery = %v", l)
+	}
+	if entries, _ := os.ReadDir(s.corrupt); len(entries) != 0 {
+		t.Fatalf("recovery quarantined %d files", len(entries))
+	}
+}
+
+// TestFailedCommitLeavesNoMessage: when the fsync after the header fails,
+// Commit fails and the file is gone, so the 451 the client hears is true.
+func TestFailedCommitLeavesNoMessage(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	for _, failAt := range []int{1, 2} {
+		calls := 0
+		syncFile = func(f *os.File) error {
+			if calls++; calls == failAt {
+				return errors.New("injected fsync failure")
+			}
+			return fdatasync(f)
+		}
+		w, _ := s.Create()
+		w.Write([]byte("m"))
+		err := w.Commit(context.Background(), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+		syncFile = fdatasync
+		if err == nil {
+			t.Fatalf("Commit with fsync %d failing succeeded", failAt)
+		}
+		if _, err := os.Lstat(s.path(w.ID())); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("fsync %d failed: file still there: %v", failAt, err)
+		}
+	}
+	if l, _ := s.List(); len(l) != 0 {
+		t.Fatalf("List = %v", l)
+	}
+}
+
+// TestStaleSparesAreDropped: after the pool sat unused longer than
+// maxSpareAge, Create does not hand out its old ids, and the stale spares
+// go away.
+func TestStaleSparesAreDropped(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	commit(t, s, []byte("m"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	for len(s.pool.spares) < minSpares/2 {
+		runtime.Gosched()
+	}
+	// Age every spare, as a quiet night would.
+	var old []spare
+	for len(old) < minSpares/2 {
+		sp := <-s.pool.spares
+		sp.born = sp.born.Add(-2 * maxSpareAge)
+		old = append(old, sp)
+	}
+	for len(s.pool.spares) > 0 {
+		sp := <-s.pool.spares
+		sp.born = sp.born.Add(-2 * maxSpareAge)
+		old = append(old, sp)
+	}
+	for _, sp := range old {
+		s.pool.spares <- sp
+	}
+	made := s.pool.made.Load()
+	w, err := s.Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	for _, sp := range old {
+		if w.ID() == sp.id {
+			t.Fatalf("Create handed out stale spare %s", sp.id)
+		}
+	}
+	if s.pool.made.Load() != made+1 {
+		t.Fatalf("Create did not make a fresh file")
+	}
+	// The filler drops the rest.
+	for _, sp := range old {
+		for {
+			if _, err := os.Lstat(s.path(sp.id)); errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			runtime.Gosched()
+		}
+	}
+}
