@@ -71,9 +71,9 @@ func New() *Metrics {
 		"Time from the end of the message data to the 250 reply: checks, signing, and the durable spool commit.",
 		prometheus.ExponentialBucketsRange(50e-6, 10, 20), "listener")
 	m.dirSyncs = f.counter("posthorn_spool_dir_syncs_total",
-		"Spool directory fsyncs; each makes a batch of commits and removals durable (group commit).")
+		"Spool directory fsyncs; each makes a batch of new spare file names and removals durable (group commit; commits need none).")
 	m.dirSyncBatch = f.histogram("posthorn_spool_commit_batch_size",
-		"Commits and removals made durable by one spool directory fsync (group commit batch size).",
+		"Spare file names and removals made durable by one spool directory fsync (group commit batch size).",
 		[]float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512})
 	m.dirSyncSeconds = f.histogram("posthorn_spool_dir_sync_seconds",
 		"Duration of one spool directory fsync.", prometheus.ExponentialBucketsRange(10e-6, 1, 16))
