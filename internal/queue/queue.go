@@ -541,7 +541,8 @@ func (m *Manager) report(env *spool.Envelope) error {
 		for k, i := range rcpts {
 			st := env.Recipients[i].RecipientState
 			h.mark(&st)
-			env.Recipients[i].RecipientState = st
+			// env is not changed: the hooks may still hold it, and the
+			// marks matter only to the next run, which reloads it.
 			updates[k] = spool.RecipientUpdate{Index: i, RecipientState: st}
 		}
 		if err := m.opts.Spool.UpdateRecipients(env.ID, updates...); err != nil {
