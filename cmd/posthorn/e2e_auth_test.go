@@ -133,10 +133,7 @@ func TestSubmittedMailIsDKIMSignedAndVerifies(t *testing.T) {
 
 	work := t.TempDir()
 	t.Run("OpenDKIM", func(t *testing.T) { opendkimVerifies(t, work, msg, txt) })
-	py := dkimpyPython()
-	if py == "" {
-		t.Skip("python3-dkim not installed (the CI script installs it): dkimpy cross-check skipped")
-	}
+	py := testutil.Python(t, "python3-dkim", "dkim")
 	os.WriteFile(filepath.Join(work, "msg"), []byte(msg), 0o600)
 	kj, _ := json.Marshal(txt)
 	os.WriteFile(filepath.Join(work, "keys.json"), kj, 0o600)
@@ -199,17 +196,6 @@ for i in range(n):
         out.append(False)
 print(json.dumps(out))
 `
-
-// dkimpyPython returns a python3 that can import dkim (Debian's package
-// lives in the system python, which a pyenv python3 in PATH does not see).
-func dkimpyPython() string {
-	for _, py := range []string{"python3", "/usr/bin/python3"} {
-		if exec.Command(py, "-c", "import dkim").Run() == nil {
-			return py
-		}
-	}
-	return ""
-}
 
 // dkimRecords extracts name -> TXT value of the _domainkey records from
 // zone-file text as `posthorn dns records` prints it.

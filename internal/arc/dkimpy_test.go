@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/posthorn/posthorn/internal/dns/dnstest"
+	"github.com/posthorn/posthorn/internal/testutil"
 )
 
 // dkimpy (Debian python3-dkim) is an independent ARC implementation: it
@@ -33,19 +34,6 @@ else:
         srvid.encode(), include_headers=[b'from', b'to', b'subject', b'date', b'message-id'])
     sys.stdout.buffer.write(b''.join(sigs))
 `
-
-func needDkimpy(t *testing.T) string {
-	t.Helper()
-	// Debian's package installs into the system python, which a pyenv or
-	// venv python3 earlier in PATH does not see.
-	for _, py := range []string{"python3", "/usr/bin/python3"} {
-		if exec.Command(py, "-c", "import dkim, authres").Run() == nil {
-			return py
-		}
-	}
-	t.Skip("python3-dkim (dkimpy) with python3-authres not installed: apt-get install python3-dkim python3-authres")
-	return ""
-}
 
 func runDkimpy(t *testing.T, py string, args ...string) []byte {
 	t.Helper()
@@ -112,7 +100,7 @@ func (h hop) sealNow(t *testing.T, r *dnstest.Resolver, msg string) string {
 }
 
 func TestDkimpyVerifiesOurChains(t *testing.T) {
-	py := needDkimpy(t)
+	py := testutil.Python(t, "python3-dkim python3-authres", "dkim", "authres")
 	hops := []hop{{"lists.example", "arc1", testRSA(t)}, {"relay.example", "arc2", testRSA(t)}}
 	z := dnstest.Zone{}
 	for _, h := range hops {
@@ -133,7 +121,7 @@ func TestDkimpyVerifiesOurChains(t *testing.T) {
 }
 
 func TestWeVerifyDkimpyChains(t *testing.T) {
-	py := needDkimpy(t)
+	py := testutil.Python(t, "python3-dkim python3-authres", "dkim", "authres")
 	theirs := hop{"dkimpy.example", "py", testRSA(t)}
 	ours := hop{"lists.example", "arc1", testRSA(t)}
 	z := dnstest.Zone{}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/posthorn/posthorn/internal/testutil"
 )
 
 // dkimpyScript verifies every signature of a message with dkimpy, keys
@@ -36,20 +38,6 @@ else:
     sys.stdout.buffer.write(sig)
 `
 
-// needDkimpy returns a python3 that can import dkim. Debian's package
-// installs into the system python, which a pyenv or venv python3 earlier in
-// PATH does not see, so /usr/bin/python3 is tried too.
-func needDkimpy(t *testing.T) string {
-	t.Helper()
-	for _, py := range []string{"python3", "/usr/bin/python3"} {
-		if exec.Command(py, "-c", "import dkim").Run() == nil {
-			return py
-		}
-	}
-	t.Skip("python3-dkim (dkimpy) not installed: apt-get install python3-dkim")
-	return ""
-}
-
 func runDkimpy(t *testing.T, py string, args ...string) []byte {
 	t.Helper()
 	script := filepath.Join(t.TempDir(), "d.py")
@@ -78,7 +66,7 @@ func writeTemp(t *testing.T, name string, data []byte) string {
 // TestDkimpyVerifiesOurSignatures: what posthorn signs (dual, relaxed/relaxed,
 // From oversigned) verifies in dkimpy, with the keys as we would publish them.
 func TestDkimpyVerifiesOurSignatures(t *testing.T) {
-	py := needDkimpy(t)
+	py := testutil.Python(t, "python3-dkim", "dkim")
 	ed, rs := newEd25519(t), newRSA(t, 2048)
 	s, err := NewSigner([]SigningKey{
 		{Domain: "example.com", Selector: "ed1", Key: ed},
@@ -127,7 +115,7 @@ func TestDkimpyVerifiesOurSignatures(t *testing.T) {
 // TestWeVerifyDkimpySignatures: what dkimpy signs (relaxed/simple, RSA and
 // Ed25519) verifies here.
 func TestWeVerifyDkimpySignatures(t *testing.T) {
-	py := needDkimpy(t)
+	py := testutil.Python(t, "python3-dkim", "dkim")
 	msgFile := writeTemp(t, "m.eml", []byte(testMessage))
 	for _, c := range []struct{ key, pub, algo string }{
 		{"dkimpy/test.private", "dkimpy/test.txt", "rsa-sha256"},
