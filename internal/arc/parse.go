@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/posthorn/posthorn/internal/authres"
 	"github.com/posthorn/posthorn/internal/dkim"
 )
 
@@ -296,15 +297,15 @@ func ParseMessageSignature(value string) (*MessageSignature, error) {
 // does not affect the validity of the chain (RFC 8617 3.4).
 func ParseAuthResults(value string) (*AuthResults, error) {
 	s := unfold(value)
-	rest := skipCFWS(s)
+	rest := authres.SkipCFWS(s)
 	if !strings.HasPrefix(rest, "i") {
 		return nil, errors.New("instance tag i= does not come first")
 	}
-	rest = skipCFWS(rest[1:])
+	rest = authres.SkipCFWS(rest[1:])
 	if !strings.HasPrefix(rest, "=") {
 		return nil, errors.New("instance tag i= does not come first")
 	}
-	rest = skipCFWS(rest[1:])
+	rest = authres.SkipCFWS(rest[1:])
 	n := 0
 	for n < len(rest) && isDigit(rest[n]) {
 		n++
@@ -313,7 +314,7 @@ func ParseAuthResults(value string) (*AuthResults, error) {
 	if err != nil {
 		return nil, err
 	}
-	rest = skipCFWS(rest[n:])
+	rest = authres.SkipCFWS(rest[n:])
 	if !strings.HasPrefix(rest, ";") {
 		return nil, errors.New(`missing ";" after the instance tag`)
 	}
@@ -328,7 +329,7 @@ func ParseAuthResults(value string) (*AuthResults, error) {
 // leadingAuthServID returns the leading authserv-id of an authres-payload: a
 // token or a quoted-string (RFC 8601 2.2), without quotes.
 func leadingAuthServID(payload string) string {
-	s := skipCFWS(payload)
+	s := authres.SkipCFWS(payload)
 	if strings.HasPrefix(s, `"`) {
 		var b strings.Builder
 		for i := 1; i < len(s); i++ {
@@ -375,36 +376,6 @@ func instanceOf(name, value string) (int, bool) {
 		}
 	}
 	return 0, false
-}
-
-// skipCFWS drops leading whitespace and (nested, escaped) comments.
-func skipCFWS(s string) string {
-	for {
-		s = strings.TrimLeft(s, " \t\r\n")
-		if !strings.HasPrefix(s, "(") {
-			return s
-		}
-		depth := 0
-		i := 0
-		for ; i < len(s); i++ {
-			switch s[i] {
-			case '\\':
-				i++
-				continue
-			case '(':
-				depth++
-			case ')':
-				depth--
-			}
-			if depth == 0 {
-				break
-			}
-		}
-		if i >= len(s) {
-			return ""
-		}
-		s = s[i+1:]
-	}
 }
 
 // collapseWSP unfolds s, turns each run of spaces and tabs into one

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/posthorn/posthorn/internal/authres"
 	"github.com/posthorn/posthorn/internal/dkim"
 )
 
@@ -346,7 +347,7 @@ func splitResults(s string) []string {
 // hasMethod reports whether a result of method is among results.
 func hasMethod(results []string, method string) bool {
 	for _, r := range results {
-		m, _, ok := strings.Cut(skipCFWS(r), "=")
+		m, _, ok := strings.Cut(authres.SkipCFWS(r), "=")
 		if ok && strings.EqualFold(strings.TrimSpace(m), method) {
 			return true
 		}

@@ -249,7 +249,7 @@ func ClaimsAuthServID(field, authservID string) bool {
 	if name, rest, ok := strings.Cut(s, ":"); ok && strings.EqualFold(strings.TrimSpace(name), "Authentication-Results") {
 		s = rest
 	}
-	s = skipCFWS(s)
+	s = SkipCFWS(s)
 	var id string
 	if strings.HasPrefix(s, `"`) {
 		var b strings.Builder
@@ -274,10 +274,11 @@ func ClaimsAuthServID(field, authservID string) bool {
 	return id != "" && strings.EqualFold(strings.TrimSuffix(id, "."), strings.TrimSuffix(authservID, "."))
 }
 
-// skipCFWS drops leading whitespace and (nested) comments.
-func skipCFWS(s string) string {
+// SkipCFWS drops leading whitespace (folding included) and comments,
+// nested and with quoted-pairs (RFC 5322 3.2.2 CFWS), from s.
+func SkipCFWS(s string) string {
 	for {
-		s = strings.TrimLeft(s, " \t")
+		s = strings.TrimLeft(s, " \t\r\n")
 		if !strings.HasPrefix(s, "(") {
 			return s
 		}
@@ -287,6 +288,7 @@ func skipCFWS(s string) string {
 			switch s[i] {
 			case '\\':
 				i++
+				continue
 			case '(':
 				depth++
 			case ')':
