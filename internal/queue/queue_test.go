@@ -509,3 +509,42 @@ func TestFailureReportRetriedWhenTheBounceCannotBeQueued(t *testing.T) {
 	h.attemptDone()
 	h.assertRemoved(id)
 }
+
+// A message delivered to every recipient is removed without recording the
+// outcomes first (Spool.Finish); when the success report cannot be made,
+// the outcomes are recorded after all, so that the next attempt reports
+// and removes without delivering again.
+func TestDeliveredOutcomesRecordedWhenTheSuccessReportFails(t *testing.T) {
+	clock := &fakeClock{now: t0}
+	var reports atomic.Int32
+	h := newHarness(t, t.TempDir(), clock, func(o *Options) {
+		o.OnDelivered = func(env *spool.Envelope, rcpts []int) error {
+			if reports.Add(1) == 1 {
+				return errors.New("spool full")
+			}
+			return nil
+		}
+	})
+	h.start()
+	id := h.commit("m", "a@example.org", "b@example.org")
+	h.q.Submit(id)
+	h.nextCall().answer(Outcome{Status: Delivered, Detail: "250 ok"}, Outcome{Status: Delivered, Detail: "250 ok"})
+	h.attemptDone()
+	env := h.load(id)
+	for i, r := range env.Recipients {
+		if r.Status != spool.Delivered || r.Reported {
+			t.Fatalf("recipient %d after a failed success report: %+v", i, r)
+		}
+	}
+	clock.Advance(5 * time.Minute)
+	h.attemptDone() // no delivery call: nothing is pending
+	h.assertRemoved(id)
+	if n := reports.Load(); n != 2 {
+		t.Fatalf("OnDelivered called %d times, want 2", n)
+	}
+	select {
+	case c := <-h.calls:
+		t.Fatalf("delivered again: %+v", c.rcpts)
+	default:
+	}
+}

@@ -112,7 +112,8 @@
 // the tail (a crash during an append that therefore never returned nil) and
 // everything after it is ignored, and cut off before the next append.
 //
-// Remove unlinks the file and waits for a (shared) directory fsync.
+// Remove unlinks the file and waits for a (shared) directory fsync. Finish,
+// for messages delivered to every recipient, unlinks without waiting.
 package spool
 
 import (
@@ -474,7 +475,20 @@ func (s *Spool) appendRecord(id string, ev Event) error {
 // Remove deletes id durably: when it returns nil the message will not
 // reappear after a crash. Removing a message that does not exist is not an
 // error.
-func (s *Spool) Remove(id string) error {
+func (s *Spool) Remove(id string) error { return s.remove(id, true) }
+
+// Finish deletes a message whose delivery is complete without waiting for
+// the directory to reach stable storage: the unlink rides on the next
+// journal commit (anybody's fsync, or the file system's own within
+// seconds). A process crash cannot bring the message back (the unlink is
+// done when Finish returns); a power loss just after it can, and then the
+// message is delivered again: a duplicate, never a loss, as with Postfix,
+// which unlinks delivered queue files without an fsync either. The queue
+// uses it for messages delivered to every recipient, where waiting for a
+// directory fsync per message cost as much disk time as accepting it.
+func (s *Spool) Finish(id string) error { return s.remove(id, false) }
+
+func (s *Spool) remove(id string, durable bool) error {
 	if !validID(id) {
 		return ErrBadID
 	}
@@ -500,6 +514,9 @@ func (s *Spool) Remove(id string) error {
 	}
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("spool: %w", err)
+	}
+	if !durable {
+		return nil
 	}
 	if err := s.syncer.sync(1); err != nil {
 		return fmt.Errorf("spool: remove %s: %w", id, err)
