@@ -539,7 +539,7 @@ func (g *group) session(host string, ap netip.AddrPort, pol TLSPolicy) (*sess, s
 		if err := c.Reset(g.ctx()); err == nil {
 			s := &sess{c: c, key: key, host: host, ip: ap.Addr().String()}
 			s.tls = TLSOutcome{Domain: g.domain, Host: host, IP: s.ip, Policy: pol, Offered: c.Extensions().StartTLS, State: c.TLS()}
-			g.report(s.tls)
+			g.report(s.tls, true)
 			return s, ""
 		}
 		c.Close()
@@ -589,7 +589,7 @@ func (g *group) connect(key poolKey, pol TLSPolicy, useTLS bool) (s *sess, detai
 		if !c.Extensions().StartTLS {
 			if pol.Level >= TLSEncrypt {
 				out.Err = ErrNoStartTLS
-				g.report(out)
+				g.report(out, false)
 				c.Quit(ctx)
 				return nil, localDetail("4.7.4", "TLS is required ("+pol.Source+" policy), but "+where+" does not offer STARTTLS"), false
 			}
@@ -608,24 +608,24 @@ func (g *group) connect(key poolKey, pol TLSPolicy, useTLS bool) (s *sess, detai
 				out.Err = err
 			case errors.As(err, &re) && c.Usable():
 				out.Err = err
-				g.report(out)
+				g.report(out, false)
 				c.Quit(ctx)
 				return nil, replyDetail(host, ip, re.Reply), false
 			case pol.Level == TLSMay && ctx.Err() == nil:
 				out.Err = err
-				g.report(out)
+				g.report(out, false)
 				c.Close()
 				return nil, localDetail("4.7.5", where+": STARTTLS: "+errText(err)), true
 			default:
 				out.Err = err
-				g.report(out)
+				g.report(out, false)
 				c.Close()
 				return nil, localDetail("4.7.5", where+": STARTTLS: "+errText(err)), false
 			}
 		}
 	}
 	s.tls = out
-	g.report(out)
+	g.report(out, false)
 	if sh := d.o.Smarthost; sh != nil && sh.Username != "" {
 		switch {
 		case c.TLS() == nil && !sh.AllowPlaintextAuth:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 )
 
 // TLSOutcome is how TLS went in one session with a server: what TLS-RPT
@@ -62,9 +63,15 @@ func requireTLSPolicy(pol TLSPolicy) bool {
 // and the policy required it.
 var ErrNoStartTLS = errors.New("STARTTLS not offered")
 
-// report logs a session's TLS and tells Options.OnTLS.
-func (g *group) report(o TLSOutcome) {
+// report logs a session's TLS and tells Options.OnTLS. A reused
+// connection's TLS was logged when it was made: logged again only at debug
+// level (every remote delivery line says its TLS too).
+func (g *group) report(o TLSOutcome, reused bool) {
 	d := g.d
+	level := slog.LevelInfo
+	if reused {
+		level = slog.LevelDebug
+	}
 	args := []any{"id", g.m.env.ID, "server", o.Host + "[" + o.IP + "]", "policy", policyName(o.Policy)}
 	args = append(args, tlsAttrs(o)...)
 	switch {
@@ -73,9 +80,9 @@ func (g *group) report(o TLSOutcome) {
 		d.log.Warn("session TLS failed", args...)
 	case o.State == nil && o.Policy.Level != TLSNone:
 		args = append(args, "starttls_offered", o.Offered)
-		d.log.Info("session TLS: sending in clear text", args...)
+		d.log.Log(g.ctx(), level, "session TLS: sending in clear text", args...)
 	default:
-		d.log.Info("session TLS", args...)
+		d.log.Log(g.ctx(), level, "session TLS", args...)
 	}
 	if d.o.OnTLS != nil {
 		d.o.OnTLS(g.ctx(), o)

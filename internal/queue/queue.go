@@ -617,7 +617,12 @@ func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 			if st.Status == spool.Pending {
 				args = append(args, "next_attempt", st.NextAttempt)
 			}
-			log.Info("queue: delivery", args...)
+			if o.Status == Delivered {
+				// The delivery agent logged it, with more to say.
+				log.Debug("queue: delivery", args...)
+			} else {
+				log.Info("queue: delivery", args...)
+			}
 			m.countAttempt(status, now.Sub(env.Arrival))
 		}
 		if allDelivered(updates) {
@@ -710,7 +715,7 @@ func (m *Manager) deliver(ctx context.Context, env *spool.Envelope, rcpts []int)
 			}
 		}
 	}()
-	body := func() (io.ReadCloser, error) { return m.opts.Spool.Body(env.ID) }
+	body := func() (io.ReadCloser, error) { return m.opts.Spool.BodyOf(env) }
 	return m.opts.Deliver(ctx, env, body, rcpts)
 }
 

@@ -17,6 +17,9 @@ const (
 	minSpares = 16
 	maxSpares = 256
 	maxBatch  = 128
+	// recycleBatch recycled files (Spool.Finish) wake the filler to put
+	// them into the pool with one directory fsync.
+	recycleBatch = 32
 	// createWorkers create the files of one batch in parallel.
 	createWorkers = 16
 	// maxSpareAge bounds how old a spare may be when Create takes it, so
@@ -44,8 +47,15 @@ type sparePool struct {
 	kick   chan struct{}
 	quit   chan struct{}
 	done   chan struct{}
-	// created counts spare files made by the filler, for tests.
+	// recycled holds files of finished messages, emptied and renamed to
+	// fresh ids (Spool.Finish) but whose names are not durable yet: the
+	// next fill takes them first, before creating any file.
+	mu       sync.Mutex
+	recycled []spare
+	// created counts spare files made by the filler, for tests;
+	// reused counts recycled files handed out.
 	created atomic.Int64
+	reused  atomic.Int64
 	// made counts files Create had to make itself (the pool was empty).
 	made atomic.Int64
 }
@@ -106,6 +116,66 @@ func (p *sparePool) get() (string, *os.File, error) {
 
 func (sp spare) stale() bool { return time.Since(sp.born) > maxSpareAge }
 
+// recycle takes f, the file of the finished message id (its lock held by
+// the caller), empties it and renames it to a fresh id for a later fill.
+// It reports false, with f untouched and still open, when the pool has
+// enough files or the file could not be recycled: the caller unlinks it.
+func (p *sparePool) recycle(f *os.File, id string) bool {
+	if p == nil || p.stopping() {
+		return false
+	}
+	p.mu.Lock()
+	full := len(p.recycled) >= maxSpares
+	p.mu.Unlock()
+	if full {
+		return false
+	}
+	// Emptied before it is renamed (see Finish for why the order).
+	if err := f.Truncate(0); err != nil {
+		return false
+	}
+	now := time.Now()
+	nid := p.s.ids.next(now)
+	if err := renameNoReplace(p.s.path(id), p.s.path(nid)); err != nil {
+		// Still under its old name, now empty: an uncommitted file,
+		// which the caller's unlink removes.
+		return false
+	}
+	p.mu.Lock()
+	p.recycled = append(p.recycled, spare{id: nid, f: f, born: now})
+	n := len(p.recycled)
+	p.mu.Unlock()
+	if n >= recycleBatch {
+		p.wake()
+	}
+	return true
+}
+
+func (p *sparePool) recycledLen() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.recycled)
+}
+
+// takeRecycled moves up to n recycled files into batch; stale ones are
+// dropped.
+func (p *sparePool) takeRecycled(n int, batch []spare) []spare {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for len(p.recycled) > 0 && n > 0 {
+		last := len(p.recycled) - 1
+		sp := p.recycled[last]
+		p.recycled = p.recycled[:last]
+		if sp.stale() {
+			p.drop(sp)
+			continue
+		}
+		batch = append(batch, sp)
+		n--
+	}
+	return batch
+}
+
 // drop removes a spare. It is not committed, so its unlink needs no
 // directory fsync: if the unlink is lost in a crash, recovery removes the
 // empty file.
@@ -147,13 +217,19 @@ func (p *sparePool) run() {
 		// Refill once half the target is used, in batches of at most
 		// maxBatch files (one directory fsync each) so that the first
 		// spares are ready soon.
-		for {
+		// Between refills, recycled files join the pool in batches of
+		// recycleBatch, so that a busy spool rarely creates a file.
+		for !p.stopping() {
 			t := int(p.target.Load())
 			have := len(p.spares)
-			if have > t/2 || p.stopping() {
-				break
+			var n int
+			switch rec := p.recycledLen(); {
+			case have <= t/2:
+				n = min(t-have, maxBatch)
+			case rec >= recycleBatch && have < cap(p.spares):
+				n = min(rec, cap(p.spares)-have, maxBatch)
 			}
-			if !p.fill(min(t-have, maxBatch), batch[:0]) {
+			if n == 0 || !p.fill(n, batch[:0]) {
 				break
 			}
 		}
@@ -181,6 +257,9 @@ func (p *sparePool) fill(n int, batch []spare) bool {
 		left    atomic.Int64
 		lastErr error
 	)
+	batch = p.takeRecycled(n, batch)
+	reused := len(batch)
+	n -= reused
 	left.Store(int64(n))
 	for range min(n, createWorkers) {
 		wg.Go(func() {
@@ -207,11 +286,15 @@ func (p *sparePool) fill(n int, batch []spare) bool {
 	// One directory fsync makes the whole batch's names durable; none
 	// is handed out before it returned.
 	err := p.s.syncer.sync(len(batch))
-	for _, sp := range batch {
+	for i, sp := range batch {
 		if err == nil {
 			select {
 			case p.spares <- sp:
-				p.created.Add(1)
+				if i < reused {
+					p.reused.Add(1)
+				} else {
+					p.created.Add(1)
+				}
 				continue
 			default:
 			}
@@ -230,6 +313,12 @@ func (p *sparePool) fill(n int, batch []spare) bool {
 func (p *sparePool) close() {
 	close(p.quit)
 	<-p.done
+	p.mu.Lock()
+	for _, sp := range p.recycled {
+		p.drop(sp)
+	}
+	p.recycled = nil
+	p.mu.Unlock()
 	for {
 		select {
 		case sp := <-p.spares:

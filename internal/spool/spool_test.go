@@ -407,15 +407,15 @@ func TestConcurrentRemovesShareOneDirectoryFsync(t *testing.T) {
 	}
 	started, release := make(chan struct{}), make(chan struct{})
 	var calls int
-	real := s.syncer.fsync
-	s.syncer.fsync = func() error {
+	real := *s.syncer.fsync.Load()
+	s.syncer.setFsync(func() error {
 		calls++ // only the syncer goroutine calls this
 		if calls == 1 {
 			close(started)
 			<-release
 		}
 		return real()
-	}
+	})
 	syncs := s.syncer.syncs.Load()
 	// The first removal's directory fsync is held up...
 	first := make(chan error)

@@ -6,3 +6,12 @@ import "os"
 
 // fdatasync is fsync where fdatasync(2) is not available.
 func fdatasync(f *os.File) error { return f.Sync() }
+
+// renameNoReplace renames old to new unless new exists (fs.ErrExist):
+// a hard link, which fails on an existing name, then the unlink.
+func renameNoReplace(oldpath, newpath string) error {
+	if err := os.Link(oldpath, newpath); err != nil {
+		return err
+	}
+	return os.Remove(oldpath)
+}

@@ -16,7 +16,7 @@ import (
 // meanwhile form the next batch.
 type dirSyncer struct {
 	dir    *os.File
-	fsync  func() error // dir.Sync; replaced in tests
+	fsync  atomic.Pointer[func() error] // dir.Sync; replaced in tests (setFsync)
 	reqs   chan syncReq
 	mu     sync.RWMutex // held for reading while sending on reqs
 	closed bool
@@ -39,7 +39,8 @@ func newDirSyncer(path string, m Metrics) (*dirSyncer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &dirSyncer{dir: d, fsync: d.Sync, reqs: make(chan syncReq, 256), done: make(chan struct{}), m: m}
+	s := &dirSyncer{dir: d, reqs: make(chan syncReq, 256), done: make(chan struct{}), m: m}
+	s.setFsync(d.Sync)
 	go s.run()
 	return s, nil
 }
@@ -62,7 +63,7 @@ func (s *dirSyncer) run() {
 			}
 		}
 		start := time.Now()
-		err := s.fsync()
+		err := (*s.fsync.Load())()
 		s.syncs.Add(1)
 		if s.m != nil {
 			n := 0
@@ -76,6 +77,10 @@ func (s *dirSyncer) run() {
 		}
 	}
 }
+
+// setFsync replaces the function that syncs the directory (tests), safely
+// while the syncer runs.
+func (s *dirSyncer) setFsync(f func() error) { s.fsync.Store(&f) }
 
 // sync waits for an fsync of the directory that began after the call; n
 // is the number of changes it is made for (the metrics' batch size).
