@@ -1,6 +1,7 @@
 package outbound
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -869,5 +870,23 @@ func TestIPv6FirstThenIPv4(t *testing.T) {
 	wantStatus(t, deliver(newDeliverer(t, testOptions(t, r, port2)), env("a@posthorn.test", plainMsg, "x@dead6.example"), plainMsg), queue.Delivered)
 	if len(v4b.messages()) != 1 {
 		t.Fatal("no fallback from IPv6 to IPv4")
+	}
+}
+
+// has8bit reads eight octets at a time: an 8-bit octet is found at every
+// position, in every length, and nothing is found in pure ASCII.
+func TestHas8bitAtEveryPosition(t *testing.T) {
+	for n := 0; n <= 33; n++ {
+		b := bytes.Repeat([]byte{0x7f}, n)
+		if has8bit(b) {
+			t.Fatalf("ASCII of length %d taken as 8-bit", n)
+		}
+		for i := range n {
+			b[i] = 0x80
+			if !has8bit(b) {
+				t.Fatalf("0x80 at %d of %d not found", i, n)
+			}
+			b[i] = 0x7f
+		}
 	}
 }

@@ -3,6 +3,7 @@ package outbound
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"mime"
 	"mime/quotedprintable"
 	"strings"
@@ -17,6 +18,13 @@ func scan(msg []byte) (header8, body8 bool) {
 }
 
 func has8bit(b []byte) bool {
+	// Eight octets at a time: every delivery scans the whole message.
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b)&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return true

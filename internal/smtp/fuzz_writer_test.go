@@ -1,0 +1,92 @@
+package smtp
+
+import (
+	"bufio"
+	"bytes"
+	"testing"
+)
+
+// referenceDataWriter is the first DataWriter, a byte at a time: the
+// specification the faster one is checked against.
+type referenceDataWriter struct {
+	w             *bytes.Buffer
+	atBOL, prevCR bool
+}
+
+func (d *referenceDataWriter) write(p []byte) {
+	for _, c := range p {
+		switch c {
+		case '\r':
+			if d.prevCR {
+				d.endLine()
+			}
+			d.prevCR = true
+			continue
+		case '\n':
+			d.prevCR = false
+			d.endLine()
+			continue
+		}
+		if d.prevCR {
+			d.prevCR = false
+			d.endLine()
+		}
+		if d.atBOL && c == '.' {
+			d.w.WriteByte('.')
+		}
+		d.atBOL = false
+		d.w.WriteByte(c)
+	}
+}
+
+func (d *referenceDataWriter) endLine() { d.w.WriteString("\r\n"); d.atBOL = true }
+
+func (d *referenceDataWriter) close() {
+	if d.prevCR {
+		d.prevCR = false
+		d.endLine()
+	}
+	if !d.atBOL {
+		d.endLine()
+	}
+	d.w.WriteString(".\r\n")
+}
+
+// FuzzDataWriter: whatever the bytes and however they are split across
+// Write calls (a CR at the end of one and its LF at the start of the
+// next), DataWriter writes exactly what the byte-at-a-time reference does,
+// and only CRLF line endings.
+func FuzzDataWriter(f *testing.F) {
+	for _, s := range []string{"", "a\r\nb", ".\r\n", "a\rb\nc\r\r\n.", "..x\n.\r", "\r", "\n\n.\n", "x\r"} {
+		f.Add([]byte(s), uint8(1), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, in []byte, cut1, cut2 uint8) {
+		ref := &referenceDataWriter{w: new(bytes.Buffer), atBOL: true}
+		ref.write(in)
+		ref.close()
+
+		var buf bytes.Buffer
+		bw := bufio.NewWriterSize(&buf, 16)
+		w := NewDataWriter(bw)
+		a := min(int(cut1), len(in))
+		b := min(a+int(cut2), len(in))
+		for _, part := range [][]byte{in[:a], in[a:b], in[b:]} {
+			if n, err := w.Write(part); n != len(part) || err != nil {
+				t.Fatalf("Write(%q) = %d, %v", part, n, err)
+			}
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		bw.Flush()
+		if !bytes.Equal(buf.Bytes(), ref.w.Bytes()) {
+			t.Fatalf("input %q split at %d, %d:\n got %q\nwant %q", in, a, b, buf.Bytes(), ref.w.Bytes())
+		}
+		out := buf.Bytes()
+		for i, c := range out {
+			if c == '\n' && (i == 0 || out[i-1] != '\r') || c == '\r' && (i+1 >= len(out) || out[i+1] != '\n') {
+				t.Fatalf("bare line ending in %q", out)
+			}
+		}
+	})
+}
