@@ -569,6 +569,13 @@ func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 	if errors.Is(err, spool.ErrNotFound) {
 		return gone, time.Time{} // deleted meanwhile (`posthorn queue delete`)
 	}
+	if errors.Is(err, spool.ErrCorrupt) {
+		// Moved aside by the spool, never delivered: a file a power
+		// loss tore during its commit (no 250 was sent for it), or one
+		// the storage changed since.
+		log.Error("queue: message file fails its integrity checks; moved to the spool's corrupt directory", "err", err)
+		return gone, time.Time{}
+	}
 	if err != nil {
 		log.Error("queue: cannot load message", "err", err)
 		return retry, m.opts.Now().Add(m.opts.FirstRetry)

@@ -1,6 +1,8 @@
 package spool
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -12,9 +14,17 @@ import (
 )
 
 const (
-	magic      = "PHSPOOL1"
-	headerSize = 32
-	tmpSuffix  = ".tmp"
+	// Version 2, what Commit writes: 64-byte header, SHA-256 digests.
+	magic      = "PHSPOOL2"
+	headerSize = 64
+	envSumLen  = 16 // SHA-256 of the envelope, truncated
+	bodySumLen = 24 // SHA-256 of the body, truncated
+	// Version 1 (before 2026-11-23): 32-byte header, CRC-32C checksums.
+	// Still read, so that a queue survives the upgrade.
+	magicV1      = "PHSPOOL1"
+	headerSizeV1 = 32
+
+	tmpSuffix = ".tmp"
 	// maxEnvelope bounds what a corrupt length field can make us allocate.
 	maxEnvelope = 64 << 20
 	maxRecord   = 16 << 20
@@ -25,24 +35,52 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // header is the fixed block at the start of every message file.
 type header struct {
+	size    int64 // headerSize, or headerSizeV1: where the body starts
 	bodyLen uint64
 	envLen  uint32
-	envCRC  uint32
-	bodyCRC uint32
+	// Version 2: truncated SHA-256 digests; version 1: CRC-32C, big
+	// endian.
+	envSum  []byte
+	bodySum []byte
 }
 
-func (h header) envOff() int64 { return headerSize + int64(h.bodyLen) }
+func (h header) envOff() int64 { return h.size + int64(h.bodyLen) }
 func (h header) recOff() int64 { return h.envOff() + int64(h.envLen) }
 
+// marshal encodes a version 2 header:
+//
+//	0   magic "PHSPOOL2"
+//	8   body length, uint64
+//	16  envelope length, uint32
+//	20  SHA-256 of the envelope, first 16 octets
+//	36  SHA-256 of the body, first 24 octets
+//	60  CRC-32C of octets 0-59
 func (h header) marshal() []byte {
 	b := make([]byte, headerSize)
 	copy(b, magic)
 	binary.BigEndian.PutUint64(b[8:], h.bodyLen)
 	binary.BigEndian.PutUint32(b[16:], h.envLen)
-	binary.BigEndian.PutUint32(b[20:], h.envCRC)
-	binary.BigEndian.PutUint32(b[24:], h.bodyCRC)
-	binary.BigEndian.PutUint32(b[28:], crc32.Checksum(b[:28], castagnoli))
+	copy(b[20:20+envSumLen], h.envSum)
+	copy(b[36:36+bodySumLen], h.bodySum)
+	binary.BigEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
 	return b
+}
+
+// bodyHash returns the hash that h.bodySum is a sum of.
+func (h header) bodyHash() hash.Hash {
+	if h.size == headerSizeV1 {
+		return crc32.New(castagnoli)
+	}
+	return sha256.New()
+}
+
+// envOK reports whether envb is the envelope h describes.
+func (h header) envOK(envb []byte) bool {
+	if h.size == headerSizeV1 {
+		return crc32.Checksum(envb, castagnoli) == binary.BigEndian.Uint32(h.envSum)
+	}
+	sum := sha256.Sum256(envb)
+	return bytes.Equal(sum[:envSumLen], h.envSum)
 }
 
 func corrupt(id, format string, args ...any) error {
@@ -69,29 +107,48 @@ func uncommittedMark(b []byte) bool {
 // enough to hold the body and envelope it announces.
 func readHeader(f *os.File, id string) (header, error) {
 	var b [headerSize]byte
-	if n, err := f.ReadAt(b[:], 0); err != nil {
-		if !errors.Is(err, io.EOF) {
-			return header{}, fmt.Errorf("spool: %s: %w", id, err)
-		}
-		if uncommittedMark(b[:min(n, len(magic))]) {
-			return header{}, errUncommitted
-		}
-		return header{}, corrupt(id, "short header")
+	n, err := f.ReadAt(b[:], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return header{}, fmt.Errorf("spool: %s: %w", id, err)
 	}
-	if uncommittedMark(b[:len(magic)]) {
+	if uncommittedMark(b[:min(n, len(magic))]) {
 		return header{}, errUncommitted
 	}
-	if string(b[:8]) != magic {
+	var h header
+	switch string(b[:min(n, len(magic))]) {
+	case magic:
+		if n < headerSize {
+			return header{}, corrupt(id, "short header")
+		}
+		if crc32.Checksum(b[:60], castagnoli) != binary.BigEndian.Uint32(b[60:]) {
+			return header{}, corrupt(id, "header checksum mismatch")
+		}
+		h = header{
+			size:    headerSize,
+			bodyLen: binary.BigEndian.Uint64(b[8:]),
+			envLen:  binary.BigEndian.Uint32(b[16:]),
+			envSum:  bytes.Clone(b[20 : 20+envSumLen]),
+			bodySum: bytes.Clone(b[36 : 36+bodySumLen]),
+		}
+	case magicV1:
+		if n < headerSizeV1 {
+			return header{}, corrupt(id, "short header")
+		}
+		if crc32.Checksum(b[:28], castagnoli) != binary.BigEndian.Uint32(b[28:]) {
+			return header{}, corrupt(id, "header checksum mismatch")
+		}
+		h = header{
+			size:    headerSizeV1,
+			bodyLen: binary.BigEndian.Uint64(b[8:]),
+			envLen:  binary.BigEndian.Uint32(b[16:]),
+			envSum:  bytes.Clone(b[20:24]),
+			bodySum: bytes.Clone(b[24:28]),
+		}
+	default:
+		if n < len(magic) {
+			return header{}, corrupt(id, "short header")
+		}
 		return header{}, corrupt(id, "bad magic")
-	}
-	if crc32.Checksum(b[:28], castagnoli) != binary.BigEndian.Uint32(b[28:]) {
-		return header{}, corrupt(id, "header checksum mismatch")
-	}
-	h := header{
-		bodyLen: binary.BigEndian.Uint64(b[8:]),
-		envLen:  binary.BigEndian.Uint32(b[16:]),
-		envCRC:  binary.BigEndian.Uint32(b[20:]),
-		bodyCRC: binary.BigEndian.Uint32(b[24:]),
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -123,7 +180,7 @@ func parseFile(f *os.File, id string) (*parsed, error) {
 	if _, err := f.ReadAt(envb, h.envOff()); err != nil {
 		return nil, fmt.Errorf("spool: %s: %w", id, err)
 	}
-	if crc32.Checksum(envb, castagnoli) != h.envCRC {
+	if !h.envOK(envb) {
 		return nil, corrupt(id, "envelope checksum mismatch")
 	}
 	env := new(Envelope)
@@ -183,16 +240,16 @@ func encodeRecord(ev Event) ([]byte, error) {
 }
 
 // bodyReader serves the prepended header fields and then the body section
-// of a message file. While it is read front to back it checksums the body
-// and reports ErrCorrupt instead of io.EOF on a mismatch; after a Seek
-// elsewhere than the start it no longer checks.
+// of a message file. While it is read front to back it checks the body
+// against the header's digest and reports ErrCorrupt instead of io.EOF on
+// a mismatch; after a Seek elsewhere than the start it no longer checks.
 type bodyReader struct {
 	f        *os.File
 	prepend  string
 	pos      int64 // offset in prepend+body
 	sr       *io.SectionReader
-	want     uint32
-	crc      hash.Hash32
+	want     []byte
+	sum      hash.Hash
 	checking bool
 	id       string
 }
@@ -201,9 +258,9 @@ func newBodyReader(f *os.File, h header, prepend string) *bodyReader {
 	return &bodyReader{
 		f:        f,
 		prepend:  prepend,
-		sr:       io.NewSectionReader(f, headerSize, int64(h.bodyLen)),
-		want:     h.bodyCRC,
-		crc:      crc32.New(castagnoli),
+		sr:       io.NewSectionReader(f, h.size, int64(h.bodyLen)),
+		want:     h.bodySum,
+		sum:      h.bodyHash(),
 		checking: true,
 		id:       f.Name(),
 	}
@@ -218,8 +275,8 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 	n, err := r.sr.Read(p)
 	r.pos += int64(n)
 	if r.checking {
-		r.crc.Write(p[:n])
-		if errors.Is(err, io.EOF) && r.crc.Sum32() != r.want {
+		r.sum.Write(p[:n])
+		if errors.Is(err, io.EOF) && !bytes.Equal(r.sum.Sum(nil)[:len(r.want)], r.want) {
 			return n, corrupt(r.id, "body checksum mismatch")
 		}
 	}
@@ -245,7 +302,7 @@ func (r *bodyReader) Seek(offset int64, whence int) (int64, error) {
 	// Rewinding to the start (a delivery retried on the same reader)
 	// restarts the check; anything else ends it.
 	r.checking = offset == 0
-	r.crc.Reset()
+	r.sum.Reset()
 	return offset, nil
 }
 

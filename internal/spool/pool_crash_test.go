@@ -254,11 +254,20 @@ func TestMessageInProgressIsNoMessage(t *testing.T) {
 	}
 }
 
-// TestFailedCommitLeavesNoMessage: when the fsync after the header fails,
-// Commit fails and the file is gone, so the 451 the client hears is true.
+// TestFailedCommitLeavesNoMessage: Commit makes one fdatasync; when it
+// fails, Commit fails and the file is gone, so the 451 the client hears is
+// true.
 func TestFailedCommitLeavesNoMessage(t *testing.T) {
 	s := openTest(t, t.TempDir())
-	for _, failAt := range []int{1, 2} {
+	calls := 0
+	syncFile = func(f *os.File) error { calls++; return fdatasync(f) }
+	commit(t, s, []byte("m"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	syncFile = fdatasync
+	if calls != 1 {
+		t.Fatalf("a commit made %d fdatasyncs, want 1", calls)
+	}
+	s.Remove(func() string { l, _ := s.List(); return l[0].ID }())
+	for _, failAt := range []int{1} {
 		calls := 0
 		syncFile = func(f *os.File) error {
 			if calls++; calls == failAt {
