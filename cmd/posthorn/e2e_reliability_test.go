@@ -203,7 +203,9 @@ func TestReliabilityDiskFull(t *testing.T) {
 		t.Skipf("cannot mount a tmpfs (%v: %s): run as root with CAP_SYS_ADMIN", err, strings.TrimSpace(string(out)))
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
-	d := startDaemon(t, dir, "\n[queue]\nfirst_retry = \"1s\"\nmax_retry = \"2s\"\n")
+	// message_size 1 MB: MAIL needs 1.5 MB free (min_free_space's
+	// default), so the refusal comes at MAIL, before the data is sent.
+	d := startDaemon(t, dir, "\n[queue]\nfirst_retry = \"1s\"\nmax_retry = \"2s\"\n[limits]\nmessage_size = \"1MB\"\n")
 	addr := d.addrs["smtp"]
 
 	// Fill the disk, leaving about 200 KB.
@@ -636,4 +638,22 @@ func rssKB(pid int) int {
 	}
 	v, _ := strconv.Atoi(string(m[1]))
 	return v
+}
+
+// limits.line_length reaches the DATA reader: a 1,500-octet line is
+// refused by default (RFC 5321's 1000) and accepted with line_length 2000,
+// for the senders that break the rule.
+func TestLineLengthIsConfigurable(t *testing.T) {
+	long := "Subject: long\r\n\r\n" + strings.Repeat("x", 1500) + "\r\n"
+	def := startDaemon(t, t.TempDir(), "")
+	r, err := sendRaw(def.addrs["smtp"], "a@example.org", "bob@example.test", long, nil)
+	t.Logf("default limit: %s", r.Error())
+	if err != nil || r.Code != 500 && r.Code != 550 && r.Code != 552 && r.Code != 554 {
+		t.Fatalf("1500-octet line with the default limit: %q %v; want refused", r.Error(), err)
+	}
+	raised := startDaemon(t, t.TempDir(), "\n[limits]\nline_length = 2000\n")
+	r, err = sendRaw(raised.addrs["smtp"], "a@example.org", "bob@example.test", long, nil)
+	if err != nil || r.Code != 250 {
+		t.Fatalf("1500-octet line with line_length 2000: %q %v", r.Error(), err)
+	}
 }

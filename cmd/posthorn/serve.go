@@ -242,6 +242,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 			DataTimeout:      cfg.Limits.DataTimeout,
 			ErrorsPerSession: unlimited(cfg.Limits.ErrorsPerSession),
 			AuthFailuresIP:   unlimited(cfg.Limits.AuthFailuresPerIP),
+			LineLength:       cfg.Limits.LineLength,
+			MinFreeSpace:     cfg.Limits.MinFreeSpace,
 		},
 		Admission: abuse.Admission,
 		Screen:    abuse.Screen,

@@ -161,6 +161,9 @@ type Limits struct {
 	ErrorDelay            time.Duration // the delay per error over SoftErrorLimit, growing
 	MinDataRate           int           // octets per second during DATA/BDAT
 	MessageMemory         int64         // RAM for message transfers at once, in bytes
+
+	LineLength   int   // longest text line in DATA, CRLF included (RFC 5321: 1000)
+	MinFreeSpace int64 // bytes the spool's file system keeps free; 0: 1.5 × MessageSize, at most 1 GiB
 }
 
 // Screen says how clients of port 25 are screened: DNS block and allow

@@ -255,6 +255,8 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"bad size", "[limits]\nmessage_size = \"50XB\"\n", 2, "limits.message_size", "unknown unit"},
 		{"negative size", "[limits]\nmessage_size = -1\n", 2, "limits.message_size", "negative"},
 		{"size as bool", "[limits]\nmessage_size = true\n", 2, "limits.message_size", "expected a size"},
+		{"line length below the RFC", "[limits]\nline_length = 500\n", 2, "limits.line_length", "1000 octets"},
+		{"free space not a size", "[limits]\nmin_free_space = \"lots\"\n", 2, "limits.min_free_space", "size"},
 		{"negative limit", "[limits]\n\nconnections_per_ip = -3\n", 3, "limits.connections_per_ip", "out of range"},
 		{"fractional limit", "[limits]\nrecipients = 1.5\n", 2, "limits.recipients", "whole number"},
 		{"per-ip above total", "[limits]\nconnections = 10\nconnections_per_ip = 20\n", 3, "limits.connections_per_ip", "connections_per_ip <= connections"},

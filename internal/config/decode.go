@@ -81,6 +81,7 @@ func base(hostname string) *Config {
 			ErrorDelay:            250 * time.Millisecond,
 			MinDataRate:           500, // Postfix smtpd_min_data_rate
 			MessageMemory:         128_000_000,
+			LineLength:            1000,
 		},
 		Checks:   Checks{DMARCReject: "reject", DMARCQuarantine: "quarantine"},
 		Screen:   Screen{CheckAt: "rcpt", GreylistDelay: 5 * time.Minute},
@@ -420,6 +421,8 @@ func (d decoder) config(c *Config, raw map[string]any) {
 				"error_delay":              d.duration(&l.ErrorDelay),
 				"min_data_rate":            d.count(&l.MinDataRate),
 				"message_memory":           d.size(&l.MessageMemory),
+				"line_length":              d.count(&l.LineLength),
+				"min_free_space":           d.size(&l.MinFreeSpace),
 			})
 		},
 		"dns": func(p path, v any) {

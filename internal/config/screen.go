@@ -21,6 +21,9 @@ func validateScreen(c *Config, r *reporter) {
 		l.SoftErrorLimit < 0 || l.MinDataRate < 0 || l.MessageMemory < 0 {
 		r.add(path{"limits"}, "negative limit: expected 0 (no limit) or more")
 	}
+	if l.LineLength != 0 && l.LineLength < 1000 {
+		r.add(path{"limits", "line_length"}, "%d is below the 1000 octets RFC 5321 4.5.3.1.6 requires every server to accept", l.LineLength)
+	}
 	if l.MessageMemory > 0 && l.MessageMemory < 1<<20 {
 		r.add(path{"limits", "message_memory"}, "%d bytes is too little for even a few transfers (each needs up to 256 KiB): expected at least \"1MB\", or 0 for no bound", l.MessageMemory)
 	}

@@ -44,6 +44,8 @@ greylist_delay = "2m"
 [limits]
 connection_rate = 60
 message_memory = "1MiB"
+line_length = 2000
+min_free_space = "2GB"
 [delivery]
 timeout = "20s"
 `))
@@ -55,7 +57,8 @@ timeout = "20s"
 	if !reflect.DeepEqual(c.Screen, want) {
 		t.Errorf("screen %+v", c.Screen)
 	}
-	if c.Limits.ConnectionRate != 60 || c.Limits.MessageMemory != 1<<20 || c.Delivery.Timeout != 20*time.Second {
+	if c.Limits.ConnectionRate != 60 || c.Limits.MessageMemory != 1<<20 || c.Delivery.Timeout != 20*time.Second ||
+		c.Limits.LineLength != 2000 || c.Limits.MinFreeSpace != 2_000_000_000 {
 		t.Errorf("limits %+v delivery %+v", c.Limits, c.Delivery)
 	}
 }

@@ -260,6 +260,26 @@ func (s *session) releaseData() {
 	}
 }
 
+// storageRoom tells whether the spool's file system has room for a new
+// transaction of declared octets (0: no SIZE): Limits.MinFreeSpace free,
+// and 1.5 times the declared size. Checked at MAIL, as Postfix does, so
+// that a client is told before it sends the data; a failed statfs does not
+// refuse (the commit still fails safely if the disk is full).
+func (srv *Server) storageRoom(declared int64) (smtp.Reply, bool) {
+	reserve := srv.o.Limits.MinFreeSpace
+	if srv.o.Spool == nil || reserve < 0 {
+		return smtp.Reply{}, true
+	}
+	free, err := srv.o.Spool.FreeSpace()
+	if err != nil {
+		return smtp.Reply{}, true
+	}
+	if free >= reserve && free >= declared/2*3 {
+		return smtp.Reply{}, true
+	}
+	return smtp.R(452, "4.3.1", "Insufficient system storage: the mail queue's disk is nearly full; please try again later"), false
+}
+
 // storageReply answers a failure to store a message: 452 4.3.1 when the
 // disk is full (RFC 3463: mail system full), else 451 4.3.0.
 func storageReply(err error) smtp.Reply {

@@ -267,3 +267,40 @@ func TestScreenAtHeloAndRcpt(t *testing.T) {
 	c.ExpectCmd("RCPT TO:<bob@example.test>", 451, "4.7.1")
 	c.ExpectCmd("RCPT TO:<nobody@example.test>", 550, "5.1.1") // the directory answers first
 }
+
+// MAIL is refused 452 4.3.1 while the spool's file system has less free
+// than Limits.MinFreeSpace, or than 1.5 times the declared SIZE, so that
+// a client hears it before sending the data (Postfix's queue_minfree).
+// The thresholds are set around the real free space of the test's disk.
+func TestMailRefusedWhenTheSpoolDiskIsNearlyFull(t *testing.T) {
+	var free int64
+	h := newHarness(t, func(o *Options) {
+		f, err := o.Spool.FreeSpace()
+		if err != nil || f <= 0 {
+			t.Skipf("free space of the spool's file system: %d, %v", f, err)
+		}
+		free = f
+		o.Limits.MinFreeSpace = 2 * f // more than there is
+		o.Limits.MessageSize = 1 << 62
+	})
+	c := testutil.Dial(t, h.addr[RoleSMTP])
+	c.ExpectCmd("EHLO client.example.org", 250, "")
+	r := c.ExpectCmd("MAIL FROM:<a@example.org>", 452, "4.3.1")
+	if !strings.Contains(r.Text(), "Insufficient system storage") {
+		t.Fatalf("reply %q does not say why", r.Text())
+	}
+	// Not a protocol error: the session goes on.
+	c.ExpectCmd("NOOP", 250, "")
+
+	h2 := newHarness(t, func(o *Options) {
+		o.Limits.MinFreeSpace = 1 // any disk has that
+		o.Limits.MessageSize = 1 << 62
+	})
+	c2 := testutil.Dial(t, h2.addr[RoleSMTP])
+	c2.ExpectCmd("EHLO client.example.org", 250, "")
+	c2.ExpectCmd(fmt.Sprintf("MAIL FROM:<a@example.org> SIZE=%d", free), 452, "4.3.1") // 1.5 × SIZE is not there
+	c2.ExpectCmd("MAIL FROM:<a@example.org> SIZE=1000", 250, "")
+	c2.ExpectCmd("RCPT TO:<alice@example.test>", 250, "")
+	c2.ExpectCmd("DATA", 354, "")
+	c2.ExpectCmd("Subject: x\r\n\r\nx\r\n.", 250, "")
+}

@@ -52,6 +52,11 @@ type Limits struct {
 	ErrorsPerSession int           // protocol errors before 421 and close; default 20 (Postfix smtpd_hard_error_limit)
 	AuthFailuresIP   int           // failed AUTH per IP per AuthFailureWindow; default 5
 	LineLength       int           // text line in DATA incl. CRLF; default 1000 (4.5.3.1.6)
+	// MinFreeSpace is what the spool's file system must keep free: MAIL
+	// is answered 452 4.3.1 below it, or below 1.5 times a declared
+	// SIZE. Default 1.5 × MessageSize, at most 1 GiB (Postfix's rule,
+	// queue_minfree); negative: no check.
+	MinFreeSpace int64
 }
 
 // AuthFailureWindow is how long failed AUTH attempts count against an IP.
@@ -71,6 +76,9 @@ func (l *Limits) setDefaults() {
 	def(&l.LineLength, 1000)
 	if l.MessageSize <= 0 {
 		l.MessageSize = 50 << 20
+	}
+	if l.MinFreeSpace == 0 {
+		l.MinFreeSpace = min(l.MessageSize/2*3, 1<<30)
 	}
 	if l.CommandTimeout <= 0 {
 		l.CommandTimeout = 5 * time.Minute

@@ -361,6 +361,7 @@ func (s *session) cmdMail(arg string) error {
 		return s.refuse(smtp.R(501, "5.1.7", "Sender address needs a domain"))
 	}
 	env := spool.Envelope{From: pa.Addr.String(), SMTPUTF8: utf8}
+	var declared int64 // SIZE=
 	for _, p := range pa.Params {
 		switch p.Key {
 		case "SIZE":
@@ -368,6 +369,7 @@ func (s *session) cmdMail(arg string) error {
 			if err != nil || n < 0 {
 				return s.refuse(smtp.R(501, "5.5.4", "Bad SIZE value"))
 			}
+			declared = n
 			if n > s.srv.o.Limits.MessageSize {
 				s.srv.countRefused(s.role, "size")
 				s.reply(smtp.R(552, "5.3.4", "Message size %d exceeds the limit of %d octets", n, s.srv.o.Limits.MessageSize))
@@ -417,6 +419,12 @@ func (s *session) cmdMail(arg string) error {
 	}
 	if !utf8 && env.SMTPUTF8 {
 		env.SMTPUTF8 = false
+	}
+	if r, ok := s.srv.storageRoom(declared); !ok {
+		s.log.Warn("spool file system nearly full: MAIL refused", "client", s.ip.String(), "reply", r.Error())
+		s.srv.countRefused(s.role, "storage")
+		s.reply(r)
+		return nil
 	}
 	if err := s.srv.o.Policy.Sender(context.Background(), s.client(), pa.Addr); err != nil {
 		s.log.Info("sender refused", "client", s.ip.String(), "from", smtp.Printable(env.From), "reply", err.Error())

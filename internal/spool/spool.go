@@ -143,6 +143,7 @@ import (
 	"time"
 
 	"github.com/posthorn/posthorn/internal/durable"
+	"golang.org/x/sys/unix"
 )
 
 // Errors returned by the spool. Test with errors.Is.
@@ -307,6 +308,16 @@ func (s *Spool) recover() error {
 }
 
 func (s *Spool) path(id string) string { return filepath.Join(s.dir, id) }
+
+// FreeSpace returns the octets an unprivileged process may still write to
+// the spool's file system.
+func (s *Spool) FreeSpace() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return 0, fmt.Errorf("spool: %w", err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
 
 func (s *Spool) lockID(id string) *sync.Mutex {
 	h := fnv.New32a()
