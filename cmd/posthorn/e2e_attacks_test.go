@@ -770,3 +770,47 @@ func TestAbuseLimitsFromConfig(t *testing.T) {
 		t.Fatalf("fourth connection in a minute: %q", g.Error())
 	}
 }
+
+// ALPACA with TLS: a browser's TLS handshake (ALPN http/1.1 or h2) on the
+// implicit-TLS port 465 or after STARTTLS on 25 fails with
+// no_application_protocol, so a cross-protocol HTTPS request never
+// reaches an SMTP session; a client offering "smtp", or no ALPN at all
+// (what MTAs and mail clients send), is served as before.
+func TestAttackALPACAStrictALPN(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), "")
+	dialTLS := func(alpn []string) (*tls.Conn, error) {
+		return tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", d.addrs["submissions"],
+			&tls.Config{InsecureSkipVerify: true, NextProtos: alpn})
+	}
+	for _, alpn := range [][]string{{"http/1.1"}, {"h2", "http/1.1"}} {
+		c, err := dialTLS(alpn)
+		if err == nil {
+			c.Close()
+			t.Fatalf("465 with ALPN %v: handshake succeeded", alpn)
+		}
+		if !strings.Contains(err.Error(), "no application protocol") {
+			t.Fatalf("465 with ALPN %v: %v, want no_application_protocol", alpn, err)
+		}
+	}
+	for _, alpn := range [][]string{nil, {"smtp"}} {
+		c, err := dialTLS(alpn)
+		if err != nil {
+			t.Fatalf("465 with ALPN %v: %v", alpn, err)
+		}
+		r, err := smtp.ReadReply(bufio.NewReader(c))
+		c.Close()
+		if err != nil || r.Code != 220 {
+			t.Fatalf("465 with ALPN %v: greeting %q %v", alpn, r.Error(), err)
+		}
+	}
+
+	// STARTTLS on 25: the same handshake fails; the session is over.
+	c := testutil.Dial(t, d.addrs["smtp"])
+	c.ExpectCmd("EHLO client.example.org", 250, "")
+	c.ExpectCmd("STARTTLS", 220, "")
+	tc := tls.Client(c.Conn, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err == nil || !strings.Contains(err.Error(), "no application protocol") {
+		t.Fatalf("STARTTLS with ALPN http/1.1: %v, want no_application_protocol", err)
+	}
+}

@@ -167,9 +167,16 @@ func New(o Options) *Server {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	if o.TLS != nil && o.TLS.MinVersion < tls.VersionTLS12 {
+	if o.TLS != nil {
 		c := o.TLS.Clone()
-		c.MinVersion = tls.VersionTLS12 // DESIGN: TLS 1.2 or newer
+		c.MinVersion = max(c.MinVersion, tls.VersionTLS12) // DESIGN: TLS 1.2 or newer
+		// ALPACA (cross-protocol attacks): a client that offers ALPN
+		// protocols but not "smtp" (a browser asking for http/1.1 or
+		// h2) fails the handshake with no_application_protocol, so an
+		// HTTPS request redirected here never reaches a session. A
+		// client offering no ALPN, as MTAs and mail clients do, is
+		// not affected.
+		c.NextProtos = []string{"smtp"}
 		o.TLS = c
 	}
 	return &Server{
