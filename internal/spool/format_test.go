@@ -7,6 +7,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"testing"
@@ -123,5 +124,105 @@ func TestVersion1FilesStillLoad(t *testing.T) {
 	}
 	if _, err := s.Load(good); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("after Finish: %v", err)
+	}
+}
+
+// crcNeutralBlock returns a block of n octets, to be placed at off in a
+// message of total octets, such that zeroing it does not change the
+// message's CRC-32C: the forgery that made version 1 pay for a second
+// fdatasync. CRC is affine over GF(2), so for messages of one length
+// crc(m ^ e) = crc(m) ^ crc(e) ^ crc(0); the block's last four octets are
+// solved for crc(e) == crc(0) by Gaussian elimination.
+func crcNeutralBlock(total, off, n int) []byte {
+	block := bytes.Repeat([]byte("crafted by a sender "), n/20+1)[:n]
+	crcOf := func(b []byte) uint32 {
+		e := make([]byte, total)
+		copy(e[off:], b)
+		return crc32.Checksum(e, castagnoli)
+	}
+	zero := crc32.Checksum(make([]byte, total), castagnoli)
+	for i := n - 4; i < n; i++ {
+		block[i] = 0
+	}
+	base := crcOf(block) ^ zero // crc(e) ^ crc(0), linear in the block
+	// Columns: the effect of each of the last 32 bits alone.
+	var cols [32]uint32
+	for bit := range 32 {
+		b := make([]byte, n)
+		b[n-4+bit/8] = 1 << (bit % 8)
+		cols[bit] = crcOf(b) ^ zero
+	}
+	// Solve sum(x_bit * cols[bit]) = base.
+	var rows [32]uint64 // per CRC bit: 32 coefficient bits, then the target bit
+	for r := range 32 {
+		for bit := range 32 {
+			if cols[bit]>>r&1 == 1 {
+				rows[r] |= 1 << bit
+			}
+		}
+		rows[r] |= uint64(base>>r&1) << 32
+	}
+	for c, r := 0, 0; c < 32 && r < 32; c++ {
+		p := -1
+		for i := r; i < 32; i++ {
+			if rows[i]>>c&1 == 1 {
+				p = i
+				break
+			}
+		}
+		if p < 0 {
+			continue
+		}
+		rows[r], rows[p] = rows[p], rows[r]
+		for i := range 32 {
+			if i != r && rows[i]>>c&1 == 1 {
+				rows[i] ^= rows[r]
+			}
+		}
+		r++
+	}
+	for r := range 32 {
+		coef := rows[r] & (1<<32 - 1)
+		if coef == 0 {
+			continue
+		}
+		c := bits.TrailingZeros64(coef)
+		if rows[r]>>32&1 == 1 {
+			block[n-4+c/8] |= 1 << (c % 8)
+		}
+	}
+	return block
+}
+
+// TestCraftedBodyDefeatsCRCButNotSHA256: a sender can craft a body whose
+// CRC-32C does not change when one of its 4 KiB blocks reads back as
+// zeros after a power loss; its SHA-256 does. This is why the version 2
+// header, written before its single fdatasync, carries SHA-256 digests.
+func TestCraftedBodyDefeatsCRCButNotSHA256(t *testing.T) {
+	const total, off, n = 16384, 4096, 4096
+	body := bytes.Repeat([]byte("x"), total)
+	copy(body[off:], crcNeutralBlock(total, off, n))
+	torn := bytes.Clone(body)
+	clear(torn[off : off+n])
+	if crc32.Checksum(body, castagnoli) != crc32.Checksum(torn, castagnoli) {
+		t.Fatal("the crafted block changes the CRC: the construction is wrong")
+	}
+
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := commit(t, s, body, &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	s.Close()
+	f, err := os.OpenFile(filepath.Join(dir, "queue", id), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt(make([]byte, n), headerSize+off)
+	f.Close()
+	s = openTest(t, dir)
+	if _, err := s.Load(id); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("torn crafted body: Load = %v, want ErrCorrupt", err)
 	}
 }
