@@ -52,3 +52,20 @@ func FuzzAuthorDomains(f *testing.F) {
 		}
 	})
 }
+
+// Found by FuzzAuthorDomains: IDNA maps U+00AD (soft hyphen) to nothing,
+// which left a leading dot after the conversion; the result must be a
+// normalized name (idempotent), never one with an empty label.
+func TestNormalizeDomainAfterIDNAMapping(t *testing.T) {
+	for in, want := range map[string]string{
+		"\u00ad.example.com":   "example.com",
+		"a.\u00ad.example.com": "",
+		"Example.COM.":         "example.com",
+		"\u00ad":               "",
+	} {
+		got := NormalizeDomain(in)
+		if got != want || NormalizeDomain(got) != got {
+			t.Errorf("NormalizeDomain(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

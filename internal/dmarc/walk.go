@@ -60,8 +60,10 @@ func NormalizeDomain(d string) string {
 			}
 		}
 	}
-	a = strings.ToLower(a)
-	if strings.Contains(a, "..") || len(a) > 253 {
+	// Again after the conversion: IDNA maps some characters to nothing
+	// (U+00AD soft hyphen), which can leave a label empty ("\u00ad.x").
+	a = strings.Trim(strings.ToLower(a), ".")
+	if a == "" || strings.Contains(a, "..") || len(a) > 253 {
 		return ""
 	}
 	return a
