@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,8 +32,9 @@ const udpBufSize = 1232
 // to TCP on truncation. It does not validate DNSSEC itself: it sets DO and AD
 // in its queries and reports the upstream's AD bit (RFC 6840 5.7).
 type Client struct {
-	servers []string
-	timeout time.Duration
+	QueryResolver // the six lookups, over c.query
+	servers       []string
+	timeout       time.Duration
 }
 
 var _ Resolver = (*Client)(nil)
@@ -42,6 +42,7 @@ var _ Resolver = (*Client)(nil)
 // NewClient returns a Client. Reading /etc/resolv.conf happens here, once.
 func NewClient(opts ClientOptions) *Client {
 	c := &Client{servers: opts.Servers, timeout: opts.Timeout}
+	c.QueryResolver = QueryResolver{Query: c.query}
 	if c.timeout <= 0 {
 		c.timeout = 5 * time.Second
 	}
@@ -244,148 +245,6 @@ func followChain(answer []mdns.RR, name string, qtype uint16, seen map[string]bo
 		cur, pending = next, true
 	}
 	return nil, cur, pending
-}
-
-// LookupTXT implements Resolver.
-func (c *Client) LookupTXT(ctx context.Context, name string) ([]string, Result, error) {
-	rrs, _, res, err := c.query(ctx, name, mdns.TypeTXT)
-	if err != nil {
-		return nil, res, err
-	}
-	var out []string
-	for _, rr := range rrs {
-		var b strings.Builder
-		for _, part := range rr.(*mdns.TXT).Txt {
-			b.WriteString(UnescapeTXT(part))
-		}
-		out = append(out, b.String())
-	}
-	return out, res, nil
-}
-
-// LookupMX implements Resolver.
-func (c *Client) LookupMX(ctx context.Context, name string) ([]*net.MX, Result, error) {
-	rrs, _, res, err := c.query(ctx, name, mdns.TypeMX)
-	if err != nil {
-		return nil, res, err
-	}
-	var out []*net.MX
-	for _, rr := range rrs {
-		mx := rr.(*mdns.MX)
-		out = append(out, &net.MX{Host: mx.Mx, Pref: mx.Preference})
-	}
-	return out, res, nil
-}
-
-// LookupIP implements Resolver. For network "ip" it asks for A and AAAA and
-// fails only when both fail; an IP literal is returned as is.
-func (c *Client) LookupIP(ctx context.Context, network, host string) ([]net.IP, Result, error) {
-	return lookupIP(ctx, network, host, func(ctx context.Context, qtype uint16) ([]net.IP, Result, error) {
-		rrs, _, res, err := c.query(ctx, host, qtype)
-		var ips []net.IP
-		for _, rr := range rrs {
-			switch rr := rr.(type) {
-			case *mdns.A:
-				ips = append(ips, rr.A)
-			case *mdns.AAAA:
-				ips = append(ips, rr.AAAA)
-			}
-		}
-		return ips, res, err
-	})
-}
-
-// lookupIP holds the parts of LookupIP shared by every Resolver in posthorn.
-func lookupIP(ctx context.Context, network, host string, one func(context.Context, uint16) ([]net.IP, Result, error)) ([]net.IP, Result, error) {
-	var qtypes []uint16
-	switch network {
-	case "ip":
-		qtypes = []uint16{mdns.TypeA, mdns.TypeAAAA}
-	case "ip4":
-		qtypes = []uint16{mdns.TypeA}
-	case "ip6":
-		qtypes = []uint16{mdns.TypeAAAA}
-	default:
-		return nil, Result{}, &net.DNSError{Err: "unknown network " + strconv.Quote(network), Name: host}
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		if network == "ip" || (network == "ip4") == (ip.To4() != nil) {
-			return []net.IP{ip}, Result{}, nil
-		}
-		return nil, Result{}, NoDataError(host, "")
-	}
-	var (
-		ips      []net.IP
-		firstErr error
-		okCount  int
-	)
-	res := Result{Authentic: true}
-	for _, qt := range qtypes {
-		got, r, err := one(ctx, qt)
-		if err != nil {
-			// A temporary error matters more than "not found".
-			if firstErr == nil || (IsTemporary(err) && !IsTemporary(firstErr)) {
-				firstErr = err
-			}
-			if IsNotFound(err) {
-				res.Authentic = res.Authentic && r.Authentic
-			}
-			continue
-		}
-		okCount++
-		res.Authentic = res.Authentic && r.Authentic
-		ips = append(ips, got...)
-	}
-	if okCount == 0 {
-		return nil, Result{Authentic: res.Authentic && IsNotFound(firstErr)}, firstErr
-	}
-	return ips, res, nil
-}
-
-// LookupAddr implements Resolver.
-func (c *Client) LookupAddr(ctx context.Context, addr string) ([]string, Result, error) {
-	arpa, err := mdns.ReverseAddr(addr)
-	if err != nil {
-		return nil, Result{}, &net.DNSError{Err: "unrecognized address", Name: addr}
-	}
-	rrs, _, res, err := c.query(ctx, arpa, mdns.TypePTR)
-	if err != nil {
-		return nil, res, err
-	}
-	var out []string
-	for _, rr := range rrs {
-		out = append(out, rr.(*mdns.PTR).Ptr)
-	}
-	return out, res, nil
-}
-
-// LookupCNAME implements Resolver: it asks for A records and returns the
-// name at the end of the CNAME chain (absolute), or host itself when it
-// has no CNAME. A name that does not exist is an IsNotFound error.
-func (c *Client) LookupCNAME(ctx context.Context, host string) (string, Result, error) {
-	_, end, res, err := c.query(ctx, host, mdns.TypeA)
-	if err != nil && !isNoData(err) {
-		return "", res, err
-	}
-	return end, res, nil
-}
-
-// LookupTLSA implements Resolver.
-func (c *Client) LookupTLSA(ctx context.Context, port int, proto, host string) ([]TLSA, Result, error) {
-	name := fmt.Sprintf("_%d._%s.%s", port, proto, mdns.Fqdn(host))
-	rrs, _, res, err := c.query(ctx, name, mdns.TypeTLSA)
-	if err != nil {
-		return nil, res, err
-	}
-	var out []TLSA
-	for _, rr := range rrs {
-		t, err := tlsaFromRR(rr.(*mdns.TLSA))
-		if err != nil {
-			return nil, res, &net.DNSError{Err: err.Error(), Name: name}
-		}
-		out = append(out, t)
-	}
-	return out, res, nil
 }
 
 func tlsaFromRR(rr *mdns.TLSA) (TLSA, error) {
