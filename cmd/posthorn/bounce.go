@@ -37,21 +37,26 @@ func (b *bouncer) delayed(env *spool.Envelope, rcpts []int) error {
 }
 
 // delivered is queue.Options.OnDelivered: a success report for
-// recipients whose NOTIFY asks for SUCCESS and whose mail we delivered
-// ourselves. Mail relayed to another server carries NOTIFY on, and that
-// server reports (RFC 3461 4.1).
+// recipients whose NOTIFY asks for SUCCESS: "delivered" for mail we
+// delivered ourselves, "relayed" for mail handed to a server without DSN
+// support, which drops NOTIFY (RFC 3461 5.2.2). A server with DSN got
+// NOTIFY passed on and reports itself (4.1).
 func (b *bouncer) delivered(env *spool.Envelope, rcpts []int) error {
 	if env.From == "" {
 		return nil
 	}
-	var local []int
+	var local, relayed []int
 	for _, i := range rcpts {
-		a := env.Recipients[i].Addr
-		if b.isLocal(a[strings.LastIndexByte(a, '@')+1:]) {
+		r := env.Recipients[i]
+		switch {
+		case b.isLocal(r.Addr[strings.LastIndexByte(r.Addr, '@')+1:]):
 			local = append(local, i)
+		case r.Relayed:
+			relayed = append(relayed, i)
 		}
 	}
-	return b.send(env, dsn.Successes(env, local, dsn.Delivered), "success")
+	items := append(dsn.Successes(env, local, dsn.Delivered), dsn.Successes(env, relayed, dsn.Relayed)...)
+	return b.send(env, items, "success")
 }
 
 // send builds and queues a report on items, if there are any.

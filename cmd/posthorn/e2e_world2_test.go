@@ -271,3 +271,38 @@ func TestSmarthostTakesAllRemoteMail(t *testing.T) {
 	// DNS here).
 	relay.waitLog(`msg="message accepted" .*rcpts=1 .*role=submission tls="TLS 1.3" user=a@relay.example`, 1)
 }
+
+// NOTIFY=SUCCESS for a recipient handed to a server without DSN support
+// (which drops NOTIFY) brings a "relayed" report (RFC 3461 5.2.2); the
+// recipient without NOTIFY=SUCCESS brings none.
+func TestRelayedReportForNextHopWithoutDSN(t *testing.T) {
+	port := sharedPort(t, "127.0.0.3")
+	f := newFakeMX(t, fmt.Sprintf("127.0.0.3:%d", port), func(string, int) string { return "250 2.1.5 ok" })
+	a := worldA(t, port, dnstest.Zone{"c.example": {MX: mxs("mx.c.example")}, "mx.c.example": {A: []string{"127.0.0.3"}}}, "1h")
+	c := testutil.Dial(t, a.addrs["smtp"])
+	c.ExpectCmd("EHLO app.a.example", 250, "")
+	c.ExpectCmd("MAIL FROM:<sender@a.example> ENVID=relay+2D1", 250, "")
+	c.ExpectCmd("RCPT TO:<u@c.example> NOTIFY=SUCCESS,FAILURE", 250, "")
+	c.ExpectCmd("RCPT TO:<v@c.example>", 250, "")
+	c.ExpectCmd("DATA", 354, "")
+	c.ExpectCmd("From: sender@a.example\r\nSubject: relay me\r\n\r\nbody\r\n.", 250, "")
+	c.ExpectCmd("QUIT", 221, "")
+
+	a.waitLog(`msg="report queued" kind=success`, 1)
+	a.waitLog(`msg=delivered .*mailbox=sender@a.example`, 1)
+	if f.count("u@c.example") != 1 || f.count("v@c.example") != 1 {
+		t.Fatalf("delivered u %d, v %d times", f.count("u@c.example"), f.count("v@c.example"))
+	}
+	reports := bounces(t, a)
+	if len(reports) != 1 {
+		t.Fatalf("%d reports in sender's mailbox, want 1", len(reports))
+	}
+	for _, want := range []string{"Final-Recipient: rfc822; u@c.example", "Action: relayed", "Status: 2.0.0", "Original-Envelope-Id: relay-1", "does not send delivery reports"} {
+		if !strings.Contains(reports[0], want) {
+			t.Errorf("report lacks %q:\n%s", want, reports[0])
+		}
+	}
+	if strings.Contains(reports[0], "v@c.example") {
+		t.Errorf("report names v@c.example, which asked for nothing:\n%s", reports[0])
+	}
+}

@@ -793,6 +793,9 @@ func (g *group) transact(s *sess, pending []int) []int {
 			switch {
 			case r.Command == "end of DATA" && r.Reply.Code >= 200 && r.Reply.Code < 300:
 				g.finish(p, queue.Delivered, replyDetail(s.host, s.ip, r.Reply), append([]any{"in_reply_to", r.Command, "tls", s.c.TLS() != nil}, tlsAttrs(s.tls)...)...)
+				// Without DSN the next hop drops NOTIFY: a success
+				// request ends here (RFC 3461 5.2.2).
+				g.out[p].Relayed = !ext.DSN
 			case r.Reply.Permanent():
 				g.finish(p, queue.Failed, replyDetail(s.host, s.ip, r.Reply), "in_reply_to", r.Command)
 			case r.Reply.Transient():

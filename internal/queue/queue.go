@@ -53,6 +53,9 @@ type Outcome struct {
 	// reply ("550 5.1.1 <x@example.org>: no such user") or a local error
 	// ("maildir: ...").
 	Detail string
+	// Relayed: delivered to a next hop that does not support DSN, so a
+	// NOTIFY=SUCCESS ends here with a "relayed" report (RFC 3461 5.2.2).
+	Relayed bool
 }
 
 // DeliverFunc attempts delivery of env to the recipients env.Recipients[i]
@@ -604,6 +607,7 @@ func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 			case Delivered:
 				st.Status = spool.Delivered
 				st.LastError = ""
+				st.Relayed = o.Relayed
 			case Failed:
 				st.Status = spool.Failed
 			default:

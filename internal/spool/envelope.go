@@ -78,6 +78,9 @@ type RecipientState struct {
 	// Warned is set once a delay notification was handed over for this
 	// recipient (at most one per recipient).
 	Warned bool `json:"warned,omitempty"`
+	// Relayed: delivered to a next hop without DSN support, which will
+	// not report on it (RFC 3461 5.2.2).
+	Relayed bool `json:"relayed,omitempty"`
 }
 
 // RecipientUpdate replaces the state of recipient Index (all of it: start
