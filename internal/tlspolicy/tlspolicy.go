@@ -173,7 +173,7 @@ func (p *Policies) Policy(ctx context.Context, domain string, mxHosts []string) 
 			// RFC 7672 2.2: TLS is mandatory, authentication is not.
 			return outbound.TLSPolicy{Level: outbound.TLSEncrypt, Source: "dane"}, nil
 		}
-		names := []string{strings.TrimSuffix(host, ".")}
+		names := d.names
 		return outbound.TLSPolicy{
 			Level:  outbound.TLSVerify,
 			Source: "dane",
@@ -239,29 +239,48 @@ func (p *Policies) daneHosts(ctx context.Context, domain string, mxHosts []strin
 }
 
 type hostDANE struct {
-	recs []dns.TLSA // secure TLSA records (maybe none usable); nil: no DANE for the host
-	err  error      // the host must not be used
+	recs  []dns.TLSA // secure TLSA records (maybe none usable); nil: no DANE for the host
+	names []string   // reference identifiers for DANE-TA: the TLSA base domain, then the MX host
+	err   error      // the host must not be used
 }
 
 // hostDANE looks up the TLSA records of one MX host as RFC 7672 2.2.2
-// says: only when its address records are secure; a failed TLSA look-up
-// then makes the host unusable, a secure denial means no DANE, an
-// insecure answer is ignored.
+// says: only when its address records are secure; when the host is an
+// alias reached through a secure CNAME chain, first at the fully expanded
+// name and then at the host's own name; a failed TLSA look-up then makes
+// the host unusable, a secure denial means no DANE, an insecure answer is
+// ignored.
 func (p *Policies) hostDANE(ctx context.Context, host string) hostDANE {
 	_, res, err := p.o.Resolver.LookupIP(ctx, "ip", host)
 	if err != nil || !res.Authentic {
 		return hostDANE{}
 	}
-	recs, res, err := p.o.Resolver.LookupTLSA(ctx, 25, "tcp", host)
-	switch {
-	case err != nil && dns.IsNotFound(err):
-		return hostDANE{}
-	case err != nil:
-		return hostDANE{err: fmt.Errorf("TLSA look-up for %s failed (its addresses are DNSSEC-signed, so it may not be used without): %w", host, err)}
-	case !res.Authentic || len(recs) == 0:
-		return hostDANE{}
+	hostName := strings.TrimSuffix(host, ".")
+	bases := []string{hostName}
+	if end, res, err := p.o.Resolver.LookupCNAME(ctx, host); err == nil && res.Authentic {
+		if e := strings.TrimSuffix(end, "."); e != "" && !strings.EqualFold(e, hostName) {
+			bases = []string{e, hostName}
+		}
 	}
-	return hostDANE{recs: recs}
+	for _, base := range bases {
+		recs, res, err := p.o.Resolver.LookupTLSA(ctx, 25, "tcp", base)
+		switch {
+		case err != nil && dns.IsNotFound(err):
+			continue
+		case err != nil:
+			return hostDANE{err: fmt.Errorf("TLSA look-up for %s failed (its addresses are DNSSEC-signed, so it may not be used without): %w", base, err)}
+		case !res.Authentic || len(recs) == 0:
+			continue
+		}
+		// RFC 7672 3.2.2: the TLSA base domain is the reference
+		// identifier; the MX host name is accepted too.
+		names := []string{base}
+		if !strings.EqualFold(base, hostName) {
+			names = append(names, hostName)
+		}
+		return hostDANE{recs: recs, names: names}
+	}
+	return hostDANE{}
 }
 
 // Outcome implements outbound.TLSOutcomeFunc: it counts the session for

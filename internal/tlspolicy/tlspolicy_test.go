@@ -2,6 +2,7 @@ package tlspolicy
 
 import (
 	"crypto/tls"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -346,4 +347,55 @@ func TestOverrides(t *testing.T) {
 		w.mx("plain.example", "mx.plain.example", true)
 		wantStatus(t, w.deliver(srv.port(), "u@plain.example", false, map[string]string{"plain.example": "dane-only"}), queue.Deferred, "DANE is required")
 	})
+}
+
+// mxAlias makes mxHost a CNAME for target (secure or not) and target a
+// secure address.
+func (w *world) mxAlias(domain, mxHost, target string, secureAlias bool) {
+	w.zone[domain] = dnstest.Records{MX: []*net.MX{{Host: mxHost, Pref: 10}}, Authentic: true}
+	w.zone[mxHost] = dnstest.Records{CNAME: target, Authentic: secureAlias}
+	w.zone[target] = dnstest.Records{A: []string{"127.0.0.1"}, Authentic: true}
+	w.res.SetZone(w.zone)
+}
+
+// RFC 7672 2.2.2: an MX host reached through a secure CNAME has its TLSA
+// records looked up at the expanded name first, and the expanded name is
+// the DANE-TA reference identifier (the MX host name is accepted too).
+func TestDANEMXAliasUsesExpandedName(t *testing.T) {
+	w := newWorld(t)
+	cert := w.pki.leaf(t, "smtp.hosting.example")
+	srv := newMX(t, &cert)
+	w.mxAlias("dane.example", "mx.dane.example", "smtp.hosting.example", true)
+	w.setTLSA("smtp.hosting.example", true, tlsa(cert, 1, dane.DANETA, dane.SelectorCert, dane.MatchSHA256))
+	wantStatus(t, w.deliver(srv.port(), "u@dane.example", false, nil), queue.Delivered, "250")
+	if !strings.Contains(w.logs.String(), `tls_mode=dane`) {
+		t.Errorf("not delivered under DANE:\n%s", w.logs)
+	}
+
+	// No TLSA at the expanded name: the MX host's own name is tried, and
+	// its name is accepted in the certificate.
+	w2 := newWorld(t)
+	cert2 := w2.pki.leaf(t, "mx.dane.example")
+	srv2 := newMX(t, &cert2)
+	w2.mxAlias("dane.example", "mx.dane.example", "smtp.hosting.example", true)
+	w2.setTLSA("mx.dane.example", true, tlsa(cert2, 1, dane.DANETA, dane.SelectorCert, dane.MatchSHA256))
+	wantStatus(t, w2.deliver(srv2.port(), "u@dane.example", false, nil), queue.Delivered, "250")
+	if !strings.Contains(w2.logs.String(), `tls_mode=dane`) {
+		t.Errorf("not delivered under DANE from the MX host's own TLSA:\n%s", w2.logs)
+	}
+}
+
+// An insecure CNAME does not make its target the TLSA base domain: the
+// TLSA records there are not used (and the addresses reached through it
+// are not secure either, so no DANE at all).
+func TestDANEInsecureMXAliasIsNotExpanded(t *testing.T) {
+	w := newWorld(t)
+	cert := w.pki.leaf(t, "smtp.hosting.example")
+	srv := newMX(t, &cert)
+	w.mxAlias("dane.example", "mx.dane.example", "smtp.hosting.example", false)
+	w.setTLSA("smtp.hosting.example", true, tlsa(selfSigned(t, "x.invalid"), 0, dane.DANEEE, dane.SelectorSPKI, dane.MatchSHA256))
+	wantStatus(t, w.deliver(srv.port(), "u@dane.example", false, nil), queue.Delivered, "250")
+	if strings.Contains(w.logs.String(), `tls_mode=dane`) {
+		t.Errorf("DANE applied through an insecure CNAME:\n%s", w.logs)
+	}
 }
