@@ -33,3 +33,32 @@ func TestLMTPDeliveryToDovecot(t *testing.T) {
 		}
 	}
 }
+
+// A message to several Dovecot users, one of them also through an alias
+// of both, reaches each mailbox exactly once, in one LMTP transaction.
+func TestLMTPSeveralRecipientsToDovecot(t *testing.T) {
+	dc := testutil.StartDovecot(t, "carol@dove.example", "dave@dove.example")
+	extra := "[[domain]]\nname = \"dove.example\"\ndelivery = \"lmtp:unix:" + dc.Socket + "\"\nmailboxes = [\"carol\", \"dave\"]\n"
+	d := startDaemon(t, t.TempDir(), extra)
+	cfg := strings.Replace(readFile(t, d.config), "[aliases]\n", "[aliases]\n\"both@dove.example\" = [\"carol@dove.example\", \"dave@dove.example\"]\n", 1)
+	d.cmd.Process.Kill()
+	<-d.exited
+	d = startWithConfig(t, d.dir, cfg, d.dns)
+	c := testutil.Dial(t, d.addrs["smtp"])
+	c.ExpectCmd("EHLO client.example.org", 250, "")
+	c.ExpectCmd("MAIL FROM:<sender@example.org>", 250, "")
+	c.ExpectCmd("RCPT TO:<carol@dove.example>", 250, "")
+	c.ExpectCmd("RCPT TO:<both@dove.example>", 250, "")
+	c.ExpectCmd("DATA", 354, "")
+	c.ExpectCmd("From: sender@example.org\r\nSubject: to two\r\n\r\nHello both.\r\n.", 250, "")
+	d.waitLog(`queue: message done`, 1)
+	for _, user := range []string{"carol", "dave"} {
+		files, _ := filepath.Glob(filepath.Join(dc.MailDir, "dove.example", user, "new", "*"))
+		if len(files) != 1 {
+			t.Errorf("%s has %d copies, want 1\n%s", user, len(files), dc.Log())
+		}
+	}
+	if n := strings.Count(d.logText(), `msg="lmtp delivery"`); n != 2 {
+		t.Errorf("%d LMTP recipient lines, want 2 (one transaction, carol and dave once each)", n)
+	}
+}

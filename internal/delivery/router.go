@@ -57,6 +57,7 @@ func New(o Options) *Router {
 func (r *Router) Deliver(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int) []queue.Outcome {
 	out := make([]queue.Outcome, len(rcpts))
 	var remote []int // positions in rcpts
+	lb := lmtpBatches{}
 	for i, idx := range rcpts {
 		addr := env.Recipients[idx].Addr
 		domain := addr[strings.LastIndexByte(addr, '@')+1:]
@@ -64,8 +65,9 @@ func (r *Router) Deliver(ctx context.Context, env *spool.Envelope, body func() (
 			remote = append(remote, i)
 			continue
 		}
-		out[i] = r.deliverLocal(ctx, env, body, addr)
+		out[i] = r.deliverLocal(ctx, env, body, addr, i, lb)
 	}
+	r.deliverLMTP(ctx, env, body, rcpts, lb, out)
 	if len(remote) > 0 {
 		if r.o.Remote == nil {
 			for _, i := range remote {
@@ -84,10 +86,62 @@ func (r *Router) Deliver(ctx context.Context, env *spool.Envelope, body func() (
 	return out
 }
 
-// deliverLocal delivers to every mailbox an address resolves to. If any
-// mailbox fails temporarily the whole recipient is retried: a mailbox
-// that already got it may get it twice, which at-least-once allows.
-func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), addr string) queue.Outcome {
+// lmtpBatches gathers the LMTP mailboxes of one message by delivery
+// target ("lmtp:unix:/run/dovecot/lmtp"), so that each target gets one
+// transaction with every mailbox as a RCPT (as Postfix's lmtp client
+// does), instead of a connection per mailbox.
+type lmtpBatches map[string]*lmtpBatch
+
+type lmtpBatch struct {
+	mailboxes []string         // each mailbox once
+	want      map[string][]int // mailbox -> positions in rcpts of the recipients that reach it
+}
+
+func (b lmtpBatches) add(delivery, mailbox string, pos int) {
+	t := b[delivery]
+	if t == nil {
+		t = &lmtpBatch{want: map[string][]int{}}
+		b[delivery] = t
+	}
+	if _, ok := t.want[mailbox]; !ok {
+		t.mailboxes = append(t.mailboxes, mailbox)
+	}
+	t.want[mailbox] = append(t.want[mailbox], pos)
+}
+
+// deliverLMTP runs the batches: a recipient stays Delivered only if each
+// of its LMTP mailboxes took the message; otherwise it gets the first
+// mailbox's failure and is retried (or bounced) as a whole.
+func (r *Router) deliverLMTP(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int, lb lmtpBatches, out []queue.Outcome) {
+	for delivery, b := range lb {
+		var outs []queue.Outcome
+		if t, err := lmtp.ParseTarget(delivery); err != nil {
+			for range b.mailboxes {
+				outs = append(outs, queue.Outcome{Status: queue.Deferred, Detail: "4.3.5 " + err.Error()})
+			}
+		} else {
+			outs = r.o.LMTP.Deliver(ctx, t, env, body, b.mailboxes)
+		}
+		for k, mailbox := range b.mailboxes {
+			for _, pos := range b.want[mailbox] {
+				if outs[k].Status != queue.Delivered {
+					if out[pos].Status == queue.Delivered {
+						out[pos] = outs[k]
+					}
+					continue
+				}
+				r.o.Logger.Info("delivered", "id", env.ID, "rcpt", env.Recipients[rcpts[pos]].Addr, "mailbox", mailbox, "agent", delivery)
+			}
+		}
+	}
+}
+
+// deliverLocal delivers to every mailbox an address resolves to: Maildirs
+// at once, LMTP mailboxes through lb (when everything else succeeded),
+// forwards through Options.Forward. If any mailbox fails temporarily the
+// whole recipient is retried: a mailbox that already got it may get it
+// twice, which at-least-once allows.
+func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), addr string, pos int, lb lmtpBatches) queue.Outcome {
 	if r.o.ReverseSRS != nil {
 		if orig, isSRS, err := r.o.ReverseSRS(addr); isSRS {
 			if err != nil {
@@ -111,16 +165,13 @@ func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body fun
 	case err != nil:
 		return queue.Outcome{Status: queue.Deferred, Detail: "directory lookup failed: " + err.Error()}
 	}
+	var viaLMTP []directory.Mailbox
 	for _, m := range res.Local {
 		if strings.HasPrefix(m.Delivery, "lmtp:") {
 			if r.o.LMTP == nil {
 				return queue.Outcome{Status: queue.Deferred, Detail: "LMTP delivery is not configured; the message stays queued"}
 			}
-			// Every mailbox must take it; a failure is this recipient's.
-			if o := r.o.LMTP.DeliverMailbox(ctx, env, body, m.Delivery, m.Address()); o.Status != queue.Delivered {
-				return o
-			}
-			r.o.Logger.Info("delivered", "id", env.ID, "rcpt", addr, "mailbox", m.Address(), "agent", m.Delivery)
+			viaLMTP = append(viaLMTP, m)
 			continue
 		}
 		if m.Delivery != "" && m.Delivery != "maildir" {
@@ -141,6 +192,11 @@ func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body fun
 			return queue.Outcome{Status: queue.Deferred, Detail: "forwarding: " + err.Error()}
 		}
 		r.o.Logger.Info("forwarded", "id", env.ID, "rcpt", addr, "to", strings.Join(res.Forward, ","))
+	}
+	// Every mailbox must take it; an LMTP failure becomes this
+	// recipient's outcome in deliverLMTP.
+	for _, m := range viaLMTP {
+		lb.add(m.Delivery, m.Address(), pos)
 	}
 	return queue.Outcome{Status: queue.Delivered, Detail: "delivered"}
 }
