@@ -58,6 +58,10 @@ func (r *Router) Deliver(ctx context.Context, env *spool.Envelope, body func() (
 	out := make([]queue.Outcome, len(rcpts))
 	var remote []int // positions in rcpts
 	lb := lmtpBatches{}
+	// Maildirs written in this attempt: a mailbox reached by two
+	// recipients (an alias and its member) gets one copy, as with
+	// Postfix's duplicate filter.
+	written := map[string]bool{}
 	for i, idx := range rcpts {
 		addr := env.Recipients[idx].Addr
 		domain := addr[strings.LastIndexByte(addr, '@')+1:]
@@ -65,7 +69,7 @@ func (r *Router) Deliver(ctx context.Context, env *spool.Envelope, body func() (
 			remote = append(remote, i)
 			continue
 		}
-		out[i] = r.deliverLocal(ctx, env, body, addr, i, lb)
+		out[i] = r.deliverLocal(ctx, env, body, addr, i, lb, written)
 	}
 	r.deliverLMTP(ctx, env, body, rcpts, lb, out)
 	if len(remote) > 0 {
@@ -141,7 +145,7 @@ func (r *Router) deliverLMTP(ctx context.Context, env *spool.Envelope, body func
 // forwards through Options.Forward. If any mailbox fails temporarily the
 // whole recipient is retried: a mailbox that already got it may get it
 // twice, which at-least-once allows.
-func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), addr string, pos int, lb lmtpBatches) queue.Outcome {
+func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), addr string, pos int, lb lmtpBatches, written map[string]bool) queue.Outcome {
 	if r.o.ReverseSRS != nil {
 		if orig, isSRS, err := r.o.ReverseSRS(addr); isSRS {
 			if err != nil {
@@ -177,11 +181,16 @@ func (r *Router) deliverLocal(ctx context.Context, env *spool.Envelope, body fun
 		if m.Delivery != "" && m.Delivery != "maildir" {
 			return queue.Outcome{Status: queue.Deferred, Detail: fmt.Sprintf("delivery %q is not available in this version; the message stays queued", m.Delivery)}
 		}
+		if written[m.Address()] {
+			r.o.Logger.Info("delivered", "id", env.ID, "rcpt", addr, "mailbox", m.Address(), "agent", "maildir", "duplicate", true)
+			continue
+		}
 		path, err := r.toMaildir(ctx, env, body, m)
 		if err != nil {
 			r.o.Logger.Warn("maildir delivery failed", "id", env.ID, "rcpt", addr, "mailbox", m.Address(), "err", err)
 			return queue.Outcome{Status: queue.Deferred, Detail: "maildir: " + err.Error()}
 		}
+		written[m.Address()] = true
 		r.o.Logger.Info("delivered", "id", env.ID, "rcpt", addr, "mailbox", m.Address(), "agent", "maildir", "path", path)
 	}
 	if len(res.Forward) > 0 {

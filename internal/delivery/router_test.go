@@ -138,3 +138,31 @@ func TestLMTPMailboxesShareOneTransaction(t *testing.T) {
 		t.Errorf("c's outcome does not carry the server's refusal: %q", out[2].Detail)
 	}
 }
+
+// A Maildir reached by two recipients of one message (a user and an
+// alias that includes the user) gets one copy.
+func TestMaildirGetsOneCopyPerMessage(t *testing.T) {
+	dir, err := directory.New(directory.Options{
+		Domains: []directory.Domain{{Name: "example.test", Mailboxes: []string{"bob", "carol"}}},
+		Aliases: map[string][]string{"team@example.test": {"bob@example.test", "carol@example.test"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	r := New(Options{Directory: dir, MailRoot: root})
+	env := &spool.Envelope{ID: "T2", From: "s@example.org", Size: 20,
+		Recipients: []spool.Recipient{{Addr: "bob@example.test"}, {Addr: "team@example.test"}}}
+	body := func() (io.ReadCloser, error) { return io.NopCloser(strings.NewReader("Subject: x\r\n\r\nx\r\n")), nil }
+	for i, o := range r.Deliver(context.Background(), env, body, []int{0, 1}) {
+		if o.Status != queue.Delivered {
+			t.Fatalf("recipient %d: %v %q", i, o.Status, o.Detail)
+		}
+	}
+	for user, want := range map[string]int{"bob": 1, "carol": 1} {
+		files, _ := filepath.Glob(filepath.Join(root, "example.test", user, "new", "*"))
+		if len(files) != want {
+			t.Errorf("%s has %d copies, want %d", user, len(files), want)
+		}
+	}
+}
