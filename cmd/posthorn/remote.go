@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,6 +121,19 @@ type outboundTLS struct {
 	log      *slog.Logger
 	sts      *mtasts.Cache // nil: MTA-STS off
 	store    *tlsrpt.Store // nil: TLS-RPT off
+	// web posts reports to https: report URIs: certificates verified
+	// against the system's roots, public addresses only
+	// (tlsrpt.PublicOnly). Tests replace it.
+	web *http.Client
+}
+
+// reportClient is outboundTLS.web.
+func reportClient() *http.Client {
+	d := &net.Dialer{Timeout: 30 * time.Second, Control: tlsrpt.PublicOnly}
+	return &http.Client{
+		Timeout:   time.Minute,
+		Transport: &http.Transport{DialContext: d.DialContext, TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12}, TLSHandshakeTimeout: 30 * time.Second},
+	}
 }
 
 // start runs the background work until ctx ends. prepare adds Date,
@@ -141,6 +156,31 @@ func (s *outboundTLS) start(ctx context.Context, sp *spool.Spool, q *queue.Manag
 	}
 }
 
+// post submits a report to an https: report URI, trying three times
+// over a minute; a report that cannot be delivered is logged and
+// dropped, as RFC 8460 5.4 allows.
+func (s *outboundTLS) post(ctx context.Context, uri, dom string, r *tlsrpt.Report) {
+	web := s.web
+	if web == nil {
+		web = reportClient()
+	}
+	var err error
+	for try, wait := 1, 5*time.Second; try <= 3; try, wait = try+1, 4*wait {
+		if err = tlsrpt.Post(ctx, web, uri, r); err == nil {
+			s.log.Info("TLS-RPT report posted", "domain", dom, "uri", uri, "start", r.DateRange.Start, "end", r.DateRange.End)
+			return
+		}
+		if try < 3 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}
+	s.log.Warn("TLS-RPT: report not posted", "domain", dom, "uri", uri, "err", err)
+}
+
 // every runs f now and then every d until ctx ends.
 func every(ctx context.Context, d time.Duration, f func()) {
 	t := time.NewTicker(d)
@@ -155,8 +195,9 @@ func every(ctx context.Context, d time.Duration, f func()) {
 	}
 }
 
-// sendReports queues one report per policy domain and mailto: address
-// for every finished period, then forgets the period.
+// sendReports sends every finished period's report for each policy
+// domain to the domain's report URIs (one message queued for its mailto:
+// addresses, a POST to each https: URI), then forgets the period.
 func (s *outboundTLS) sendReports(ctx context.Context, sp *spool.Spool, q *queue.Manager, prepare func(data func() (io.Reader, error)) (string, error)) {
 	c := s.cfg.TLSRPT
 	for _, p := range s.store.Due() {
@@ -176,9 +217,11 @@ func (s *outboundTLS) sendReports(ctx context.Context, sp *spool.Spool, q *queue
 				s.log.Info("TLS-RPT: no report for the domain", "domain", dom, "err", err)
 				continue
 			}
+			for _, uri := range rec.HTTPSURIs() {
+				s.post(ctx, uri, dom, reps[dom])
+			}
 			to := rec.MailtoAddrs()
 			if len(to) == 0 {
-				s.log.Info("TLS-RPT: the domain wants reports over HTTPS only, which posthorn does not send", "domain", dom)
 				continue
 			}
 			msg, err := tlsrpt.Mail(reps[dom], dom, tlsrpt.MailOptions{From: c.ReportFrom, To: to, Submitter: s.cfg.Hostname})

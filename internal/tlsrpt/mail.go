@@ -30,14 +30,8 @@ func Filename(submitter, domain string, r *Report, unique string) string {
 // multipart/report; report-type="tlsrpt" with a short text part and
 // the gzipped JSON as application/tlsrpt+gzip (RFC 8460 5.3).
 func Mail(r *Report, domain string, o MailOptions) ([]byte, error) {
-	js, err := json.Marshal(r)
+	gz, err := gzipJSON(r)
 	if err != nil {
-		return nil, err
-	}
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(js) //nolint:errcheck // into memory
-	if err := zw.Close(); err != nil {
 		return nil, err
 	}
 	rnd := make([]byte, 12)
@@ -66,11 +60,27 @@ func Mail(r *Report, domain string, o MailOptions) ([]byte, error) {
 	b.WriteString("--" + boundary + "\r\n")
 	b.WriteString("Content-Type: application/tlsrpt+gzip\r\nContent-Transfer-Encoding: base64\r\n")
 	b.WriteString(`Content-Disposition: attachment; filename="` + Filename(o.Submitter, domain, r, unique) + `"` + "\r\n\r\n")
-	enc := base64.StdEncoding.EncodeToString(gz.Bytes())
+	enc := base64.StdEncoding.EncodeToString(gz)
 	for len(enc) > 76 {
 		b.WriteString(enc[:76] + "\r\n")
 		enc = enc[76:]
 	}
 	b.WriteString(enc + "\r\n--" + boundary + "--\r\n")
 	return []byte(b.String()), nil
+}
+
+// gzipJSON is the report as sent by mail and over HTTPS: its JSON,
+// gzipped (RFC 8460 5.3, 5.4).
+func gzipJSON(r *Report) ([]byte, error) {
+	js, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(js) //nolint:errcheck // into memory
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return gz.Bytes(), nil
 }
