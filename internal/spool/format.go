@@ -178,6 +178,11 @@ func parseFile(f *os.File, id string) (*parsed, error) {
 	}
 	envb := make([]byte, h.envLen)
 	if _, err := f.ReadAt(envb, h.envOff()); err != nil {
+		if errors.Is(err, io.EOF) {
+			// readHeader saw the file long enough: it shrank since,
+			// emptied by a concurrent Finish.
+			return nil, errUncommitted
+		}
 		return nil, fmt.Errorf("spool: %s: %w", id, err)
 	}
 	if !h.envOK(envb) {
@@ -195,6 +200,9 @@ func parseFile(f *os.File, id string) (*parsed, error) {
 		return nil, fmt.Errorf("spool: %s: %w", id, err)
 	}
 	p := &parsed{hdr: h, env: env, size: fi.Size(), validEnd: h.recOff()}
+	if p.size < p.validEnd {
+		return nil, errUncommitted // emptied by a concurrent Finish
+	}
 	if p.size == p.validEnd {
 		return p, nil
 	}

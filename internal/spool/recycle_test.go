@@ -179,3 +179,35 @@ func TestBodyOfReadsWhatBodyReads(t *testing.T) {
 		t.Fatalf("BodyOf after Finish: %v", err)
 	}
 }
+
+// A Load racing Finish (an operator's `posthorn queue show` while the
+// queue finishes the message) sees the message or ErrNotFound, never a
+// corrupt file, and nothing is quarantined.
+func TestLoadRacingFinishQuarantinesNothing(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 100 {
+		ids = append(ids, commit(t, s, bytes.Repeat([]byte("x"), 10000), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}}))
+	}
+	s.Close()
+	s = openTest(t, dir) // found at Open: the first Load verifies the body
+	for _, id := range ids {
+		done := make(chan error, 1)
+		go func() { done <- s.Finish(id) }()
+		for range 3 {
+			if _, err := s.Load(id); err != nil && !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Load(%s) racing Finish: %v", id, err)
+			}
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, _ := os.ReadDir(s.corrupt); len(entries) != 0 {
+		t.Fatalf("%d files quarantined", len(entries))
+	}
+}

@@ -335,7 +335,10 @@ func (s *Spool) Load(id string) (*Envelope, error) {
 	}
 	env, _, err := s.load(id)
 	if errors.Is(err, ErrCorrupt) {
-		return nil, s.quarantine(id, err)
+		return nil, s.quarantine(id, err, func() error {
+			_, _, err := s.loadRaw(id)
+			return err
+		})
 	}
 	if err != nil {
 		return nil, err
@@ -351,28 +354,41 @@ func (s *Spool) Load(id string) (*Envelope, error) {
 // verify reads the body of a message found at Open and checks it against
 // its digest; a mismatch quarantines the file.
 func (s *Spool) verify(env *Envelope) error {
-	r, err := s.BodyOf(env)
-	if err != nil {
+	check := func() error {
+		r, err := s.BodyOf(env)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, r)
+		r.Close()
 		return err
 	}
-	_, err = io.Copy(io.Discard, r)
-	r.Close()
+	err := check()
 	if err == nil {
 		s.unverified.Delete(env.ID)
 		return nil
 	}
 	if !errors.Is(err, ErrCorrupt) {
-		return fmt.Errorf("spool: %w", err)
+		return err
 	}
-	return s.quarantine(env.ID, err)
+	return s.quarantine(env.ID, err, check)
 }
 
 // quarantine moves the file of id, which failed its checks with err, to
-// the corrupt directory, where nothing delivers it, and returns err.
-func (s *Spool) quarantine(id string, err error) error {
+// the corrupt directory, where nothing delivers it, and returns err. It
+// runs check again under the message's lock first: a file emptied by a
+// concurrent Finish (or removed) fails a check made without the lock,
+// and is then not corrupt but gone (ErrNotFound).
+func (s *Spool) quarantine(id string, err error, check func() error) error {
 	mu := s.lockID(id)
 	mu.Lock()
 	defer mu.Unlock()
+	if again := check(); !errors.Is(again, ErrCorrupt) {
+		if again == nil {
+			return fmt.Errorf("spool: %s changed while it was read; try again", id)
+		}
+		return notFound(again, id)
+	}
 	s.log.Error("spool: quarantining corrupt message file", "queue_id", id, "err", err)
 	if rerr := os.Rename(s.path(id), filepath.Join(s.corrupt, id)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 		return fmt.Errorf("spool: quarantining %s: %w (%w)", id, rerr, err)
