@@ -264,23 +264,37 @@ func (m *message) scan() error {
 			return
 		}
 		defer rc.Close()
-		br := bufio.NewReader(rc)
-		inHeader := true
+		br := bufio.NewReaderSize(rc, 32<<10)
+		// The header section line by line, to find where it ends.
 		for {
 			line, err := br.ReadSlice('\n')
-			if inHeader && (len(line) == 0 || string(line) == "\r\n" || string(line) == "\n") && err != bufio.ErrBufferFull {
-				inHeader = false
-			} else if has8bit(line) {
-				if inHeader {
-					m.header8 = true
-				} else {
-					m.body8 = true
-				}
+			if (len(line) == 0 || string(line) == "\r\n" || string(line) == "\n") && err != bufio.ErrBufferFull {
+				break
+			}
+			if has8bit(line) {
+				m.header8 = true
 			}
 			if err == io.EOF {
 				return
 			}
 			if err != nil && err != bufio.ErrBufferFull {
+				m.scanErr = err
+				return
+			}
+		}
+		// The body in whole buffers, until the first 8-bit octet: it
+		// is still read to the end, so that the spool's digest check
+		// at the end of the body runs.
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := br.Read(buf)
+			if !m.body8 && has8bit(buf[:n]) {
+				m.body8 = true
+			}
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
 				m.scanErr = err
 				return
 			}
