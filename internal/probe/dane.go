@@ -1,22 +1,34 @@
 package probe
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
-	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 
+	"github.com/posthorn/posthorn/internal/dane"
 	"github.com/posthorn/posthorn/internal/dns"
 )
 
-// checkDANE looks up _25._tcp.<mx> TLSA and compares the records with the
-// chain the MX served (RFC 6698 2.1, RFC 7672 3.1).
+// checkDANE looks up the TLSA records of an MX host as a DANE sender does
+// (RFC 7672 2.2.2: at the CNAME-expanded name first when the alias is
+// secure, then at the host's own name) and checks the chain the MX served
+// against them with the sender's own verification (internal/dane: DANE-EE
+// on the key alone, DANE-TA with the chain and the reference names).
 func checkDANE(ctx context.Context, r dns.Resolver, h *HostReport, d *DomainReport) {
-	recs, res, err := r.LookupTLSA(ctx, 25, "tcp", h.Host)
-	name := "_25._tcp." + h.Host
+	var (
+		recs []dns.TLSA
+		res  dns.Result
+		err  error
+		base string
+	)
+	for _, base = range dane.TLSABases(ctx, r, h.Host) {
+		recs, res, err = r.LookupTLSA(ctx, 25, "tcp", base)
+		if err == nil && len(recs) > 0 || err != nil && !dns.IsNotFound(err) {
+			break
+		}
+	}
+	name := "_25._tcp." + base
+	names := dane.ReferenceNames(base, h.Host)
 	d.DNSSEC["TLSA "+name] = res.Authentic
 	if err != nil {
 		if !dns.IsNotFound(err) {
@@ -32,14 +44,16 @@ func checkDANE(ctx context.Context, r dns.Resolver, h *HostReport, d *DomainRepo
 	h.DANE = dr
 	for _, t := range recs {
 		tr := TLSARecord{Usage: t.Usage, Selector: t.Selector, MatchingType: t.MatchingType, Data: hex.EncodeToString(t.CertData)}
-		if t.Usage == 2 || t.Usage == 3 {
+		if len(dane.Usable([]dns.TLSA{t})) == 1 {
 			dr.Usable++
-			tr.Matched = tlsaMatches(t, h.peerCerts)
-			if tr.Matched {
-				dr.Match = true
-			}
+			_, verr := dane.Verify(h.peerCerts, []dns.TLSA{t}, dane.Options{Names: names})
+			tr.Matched = verr == nil
 		}
 		dr.Records = append(dr.Records, tr)
+	}
+	if dr.Usable > 0 {
+		_, verr := dane.Verify(h.peerCerts, recs, dane.Options{Names: names})
+		dr.Match = verr == nil
 	}
 	add := func(id string, sev Severity, title, why, fix, ev string) {
 		h.Findings = append(h.Findings, Finding{ID: id, Severity: sev, Target: h.Target, Title: title, Why: why, Fix: fix, Evidence: ev})
@@ -68,43 +82,4 @@ func checkDANE(ctx context.Context, r dns.Resolver, h *HostReport, d *DomainRepo
 	default:
 		dr.Verdict = "matches"
 	}
-}
-
-// tlsaMatches compares one DANE-TA or DANE-EE record with the chain.
-func tlsaMatches(t dns.TLSA, chain []*x509.Certificate) bool {
-	var cands []*x509.Certificate
-	switch t.Usage {
-	case 3: // DANE-EE: the leaf only.
-		if len(chain) > 0 {
-			cands = chain[:1]
-		}
-	case 2: // DANE-TA: a certificate of the chain (RFC 7671 5.2.2 lets a served TA match).
-		cands = chain
-	}
-	for _, c := range cands {
-		var data []byte
-		switch t.Selector {
-		case 0:
-			data = c.Raw
-		case 1:
-			data = c.RawSubjectPublicKeyInfo
-		default:
-			continue
-		}
-		switch t.MatchingType {
-		case 0:
-		case 1:
-			s := sha256.Sum256(data)
-			data = s[:]
-		case 2:
-			s := sha512.Sum512(data)
-			data = s[:]
-		default:
-			continue
-		}
-		if bytes.Equal(data, t.CertData) {
-			return true
-		}
-	}
-	return false
 }

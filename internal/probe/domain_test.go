@@ -270,3 +270,26 @@ func TestDomainNullMX(t *testing.T) {
 		t.Error("MTA-STS is pointless for a domain that takes no mail")
 	}
 }
+
+// An MX host that is a secure CNAME has its TLSA records looked up at the
+// expanded name first, as DANE senders do (RFC 7672 2.2.2).
+func TestDomainTLSAAtExpandedMXAlias(t *testing.T) {
+	fx := newDomainFixture(t)
+	fx.set(func(z dnstest.Zone) {
+		z["smtp.hosting.example"] = dnstest.Records{A: []string{"127.0.0.12"}, Authentic: true}
+		z["_25._tcp.smtp.hosting.example"] = z["_25._tcp.mx2.example.com"]
+		z["mx2.example.com"] = dnstest.Records{CNAME: "smtp.hosting.example", Authentic: true}
+		delete(z, "_25._tcp.mx2.example.com")
+	})
+	r := fx.run(t)
+	for _, h := range r.Hosts {
+		if h.Host != "mx2.example.com" {
+			continue
+		}
+		if h.DANE == nil || h.DANE.Name != "_25._tcp.smtp.hosting.example" || !h.DANE.Match || !h.DANE.Authentic {
+			t.Fatalf("mx2 DANE report %+v", h.DANE)
+		}
+		return
+	}
+	t.Fatalf("no report for mx2: %+v", r.Hosts)
+}

@@ -255,14 +255,7 @@ func (p *Policies) hostDANE(ctx context.Context, host string) hostDANE {
 	if err != nil || !res.Authentic {
 		return hostDANE{}
 	}
-	hostName := strings.TrimSuffix(host, ".")
-	bases := []string{hostName}
-	if end, res, err := p.o.Resolver.LookupCNAME(ctx, host); err == nil && res.Authentic {
-		if e := strings.TrimSuffix(end, "."); e != "" && !strings.EqualFold(e, hostName) {
-			bases = []string{e, hostName}
-		}
-	}
-	for _, base := range bases {
+	for _, base := range dane.TLSABases(ctx, p.o.Resolver, host) {
 		recs, res, err := p.o.Resolver.LookupTLSA(ctx, 25, "tcp", base)
 		switch {
 		case err != nil && dns.IsNotFound(err):
@@ -272,13 +265,7 @@ func (p *Policies) hostDANE(ctx context.Context, host string) hostDANE {
 		case !res.Authentic || len(recs) == 0:
 			continue
 		}
-		// RFC 7672 3.2.2: the TLSA base domain is the reference
-		// identifier; the MX host name is accepted too.
-		names := []string{base}
-		if !strings.EqualFold(base, hostName) {
-			names = append(names, hostName)
-		}
-		return hostDANE{recs: recs, names: names}
+		return hostDANE{recs: recs, names: dane.ReferenceNames(base, host)}
 	}
 	return hostDANE{}
 }
