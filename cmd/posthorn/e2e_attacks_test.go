@@ -814,3 +814,32 @@ func TestAttackALPACAStrictALPN(t *testing.T) {
 		t.Fatalf("STARTTLS with ALPN http/1.1: %v, want no_application_protocol", err)
 	}
 }
+
+// A message whose first line is folded (begins with a space or a tab)
+// would continue the last header field posthorn puts in front of it: a
+// sender could write into our Authentication-Results ("; dkim=pass") or
+// Received. Refused 550 5.6.0 on every listener, nothing stored; a
+// well-formed message right after it in the same session goes through.
+func TestAttackLeadingFoldedLineIntoOurHeaders(t *testing.T) {
+	d := startDaemon(t, t.TempDir(), "")
+	c := testutil.Dial(t, d.addrs["smtp"])
+	c.ExpectCmd("EHLO client.example.org", 250, "")
+	for _, first := range []string{" ; dkim=pass header.d=bank.example", "\tdmarc=pass"} {
+		c.ExpectCmd("MAIL FROM:<a@example.org>", 250, "")
+		c.ExpectCmd("RCPT TO:<bob@example.test>", 250, "")
+		c.ExpectCmd("DATA", 354, "")
+		r := c.ExpectCmd(first+"\r\nFrom: a@example.org\r\nSubject: forged\r\n\r\nbody\r\n.", 550, "5.6.0")
+		if !strings.Contains(r.Text(), "folded line") {
+			t.Fatalf("reply %q does not say why", r.Text())
+		}
+	}
+	c.ExpectCmd("MAIL FROM:<a@example.org>", 250, "")
+	c.ExpectCmd("RCPT TO:<bob@example.test>", 250, "")
+	c.ExpectCmd("DATA", 354, "")
+	c.ExpectCmd("From: a@example.org\r\nSubject: fine\r\n\r\nbody\r\n.", 250, "")
+	d.waitLog(`queue: message done`, 1)
+	msgs := maildirFiles(t, filepath.Join(d.dir, "data", "mail", "example.test", "bob"))
+	if len(msgs) != 1 || strings.Contains(msgs[0], "forged") || strings.Contains(msgs[0], "dkim=pass") {
+		t.Fatalf("stored %d messages: %q", len(msgs), msgs)
+	}
+}

@@ -394,6 +394,9 @@ func newLocalSubmit(o localSubmitOptions) ctl.SubmitFunc {
 		if eight.seen {
 			env.Body = "8BITMIME"
 		}
+		if w.StartsFolded() {
+			return "", fmt.Errorf("%w: the message begins with a folded line (space or tab), not a header field", ctl.ErrBadRequest)
+		}
 		r, err := w.Written()
 		if err != nil {
 			return "", err

@@ -214,3 +214,31 @@ func TestLocalSubmitAddsReceivedFromDateAndMessageID(t *testing.T) {
 		t.Fatalf("bad recipient: exit %d %q", code, stderr)
 	}
 }
+
+// A message given to sendmail whose first line is folded would continue
+// the fields posthorn puts in front of it (Received, Date, From). The
+// sendmail command, as Postfix's, takes a first line that is not a header
+// field as the start of the body: the text lands after the empty line,
+// never in a header field.
+func TestLocalSubmitLeadingFoldedLineStaysBody(t *testing.T) {
+	queued := make(chan string, 10)
+	d := startCtlDaemonWith(t, "", func(d *ctlDaemon) ctl.SubmitFunc {
+		return newLocalSubmit(localSubmitOptions{Hostname: "mx.example.test", Origin: "example.test", Spool: d.sp, Queued: func(id string) { queued <- id }})
+	})
+	if _, err := user.Current(); err != nil {
+		t.Skip(err)
+	}
+	if stderr, code := d.sendmail(" ; dkim=pass\nSubject: x\n\ny\n", "bob@example.net"); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	rc, err := d.sp.Body(<-queued)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	hdr, body, _ := strings.Cut(string(b), "\r\n\r\n")
+	if strings.Contains(hdr, "dkim=pass") || !strings.HasPrefix(body, " ; dkim=pass\r\n") {
+		t.Fatalf("stored message:\n%s", b)
+	}
+}

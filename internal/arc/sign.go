@@ -88,6 +88,11 @@ func Sign(msg io.Reader, opts *SignOptions) (*Headers, error) {
 	}
 
 	br := bufio.NewReaderSize(msg, 32*1024)
+	if b, err := br.Peek(1); err == nil && (b[0] == ' ' || b[0] == '\t') {
+		// Our three fields would take the message's first line into the
+		// value of the last (RFC 5322 2.2.3): nothing can be put in front.
+		return nil, errors.New("arc: the message begins with a folded line, not a header field")
+	}
 	fields, err := dkim.ReadHeader(br)
 	if err != nil {
 		return nil, fmt.Errorf("arc: reading header: %w", err)

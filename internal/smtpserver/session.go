@@ -724,6 +724,12 @@ func (s *session) commit() smtp.Reply {
 			return storageReply(err)
 		}
 	}
+	if tx.w.StartsFolded() {
+		// The Received and Authentication-Results fields we put in front
+		// would take this line into their values: a sender could write
+		// into our Authentication-Results.
+		return smtp.R(550, "5.6.0", "Message refused: it begins with a folded line (space or tab), not a header field (RFC 5322 2.2.3)")
+	}
 	info := message.ReceivedInfo{
 		Helo: s.helo, ClientIP: s.ip.String(), By: s.srv.o.Hostname, ESMTP: s.esmtp,
 		TLS: s.tls, Auth: s.authUser != "", UTF8: env.SMTPUTF8, ID: tx.w.ID(), Date: s.srv.o.Now(),

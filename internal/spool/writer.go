@@ -20,6 +20,7 @@ type Writer struct {
 	f     *os.File
 	bw    *bufio.Writer
 	sum   hash.Hash // SHA-256 of the body, as it streams
+	first byte      // the body's first octet, once n > 0
 	n     int64
 	err   error // sticky write error
 	ended bool  // committed or aborted
@@ -71,6 +72,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	if w.n == 0 && len(p) > 0 {
+		w.first = p[0]
+	}
 	n, err := w.bw.Write(p)
 	w.sum.Write(p[:n])
 	w.n += int64(n)
@@ -80,6 +84,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// StartsFolded reports whether the message written so far begins with a
+// space or a tab: a continuation line with no field before it (RFC 5322
+// 2.2.3). Header fields put in front of such a message (Received,
+// Authentication-Results, DKIM-Signature, ARC) would take that line into
+// their own value, so it must not be accepted.
+func (w *Writer) StartsFolded() bool { return w.n > 0 && (w.first == ' ' || w.first == '\t') }
 
 // Written returns a reader over the message bytes written so far, for
 // checks that need the whole message before Commit (DKIM, DMARC). It
