@@ -77,3 +77,31 @@ func TestPublicOnlyRefusesLocalAddresses(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseRecord: the _smtp._tls TXT record comes from anybody's DNS.
+// A record that parses has report URIs, each mailto: or https:, and the
+// addresses and URIs taken from it are what it says.
+func FuzzParseRecord(f *testing.F) {
+	f.Add("v=TLSRPTv1; rua=mailto:reports@example.com")
+	f.Add("v=TLSRPTv1;rua=mailto:a@example.org,https://r.example.org/x ; ext=1")
+	f.Add("v=TLSRPTv1; rua=mailto:a%2Cb@example.org")
+	f.Fuzz(func(t *testing.T, txt string) {
+		rec, err := ParseRecord(txt)
+		if err != nil {
+			return
+		}
+		if len(rec.RUA) == 0 {
+			t.Fatalf("%q parsed without report URIs", txt)
+		}
+		for _, u := range rec.HTTPSURIs() {
+			if !strings.HasPrefix(u, "https:") {
+				t.Fatalf("https URI %q from %q", u, txt)
+			}
+		}
+		for _, a := range rec.MailtoAddrs() {
+			if !strings.Contains(a, "@") {
+				t.Fatalf("mailto address %q from %q", a, txt)
+			}
+		}
+	})
+}
