@@ -65,7 +65,8 @@ type Options struct {
 	// IdleTimeout is how long a connection is kept for the next message
 	// to the same server; default 5s. ReuseTimeLimit stops reuse of a
 	// connection this old; default 5m. MaxIdle bounds idle connections
-	// in total (default 100), MaxIdlePerServer per server (default 4).
+	// in total (default 100), MaxIdlePerServer per server (default
+	// DestinationConcurrency).
 	IdleTimeout      time.Duration
 	ReuseTimeLimit   time.Duration
 	MaxIdle          int
@@ -184,7 +185,10 @@ func New(o Options) *Deliverer {
 		o.MaxIdle = 100
 	}
 	if o.MaxIdlePerServer <= 0 {
-		o.MaxIdlePerServer = 4
+		// As many as may be busy with one destination: with fewer, a
+		// steady flow to one server closes and reopens connections
+		// (connect, greeting, EHLO, STARTTLS) for most messages.
+		o.MaxIdlePerServer = o.DestinationConcurrency
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
