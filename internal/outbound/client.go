@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/posthorn/posthorn/internal/bufpool"
 	"github.com/posthorn/posthorn/internal/smtp"
 )
 
@@ -594,7 +595,7 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 	stop := c.stage(ctx, to.DataBlock)
 	c.writeTimeout = to.DataBlock
 	dw := smtp.NewDataWriter(c.bw)
-	_, werr := io.Copy(dw, m.Body)
+	_, werr := bufpool.Copy(dw, m.Body)
 	if werr == nil {
 		werr = dw.Close()
 	}

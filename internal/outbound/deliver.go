@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/posthorn/posthorn/internal/bufpool"
 	"github.com/posthorn/posthorn/internal/dns"
 	"github.com/posthorn/posthorn/internal/queue"
 	"github.com/posthorn/posthorn/internal/smtp"
@@ -268,7 +269,9 @@ func (m *message) scan() error {
 			return
 		}
 		defer rc.Close()
-		br := bufio.NewReaderSize(rc, 32<<10)
+		buf := bufpool.Get()
+		defer bufpool.Put(buf)
+		br := bufio.NewReaderSize(rc, 4096)
 		// The header section line by line, to find where it ends.
 		for {
 			line, err := br.ReadSlice('\n')
@@ -289,10 +292,9 @@ func (m *message) scan() error {
 		// The body in whole buffers, until the first 8-bit octet: it
 		// is still read to the end, so that the spool's digest check
 		// at the end of the body runs.
-		buf := make([]byte, 32<<10)
 		for {
-			n, err := br.Read(buf)
-			if !m.body8 && has8bit(buf[:n]) {
+			n, err := br.Read(*buf)
+			if !m.body8 && has8bit((*buf)[:n]) {
 				m.body8 = true
 			}
 			if err == io.EOF {

@@ -14,10 +14,12 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/posthorn/posthorn/internal/auth"
+	"github.com/posthorn/posthorn/internal/bufpool"
 	"github.com/posthorn/posthorn/internal/message"
 	"github.com/posthorn/posthorn/internal/policy"
 	"github.com/posthorn/posthorn/internal/smtp"
@@ -63,13 +65,19 @@ type transaction struct {
 	size   int64
 }
 
+// readers recycles the sessions' 16 KiB read buffers: a session per
+// message is common (most senders do not reuse connections).
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+
 func newSession(s *Server, c net.Conn, role Role, id string, ip netip.Addr) *session {
 	tc := &timeoutConn{Conn: c}
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(tc)
 	return &session{
 		srv:  s,
 		conn: c,
 		tc:   tc,
-		br:   bufio.NewReaderSize(tc, 16<<10),
+		br:   br,
 		role: role,
 		id:   id,
 		ip:   ip,
@@ -90,6 +98,9 @@ func (s *session) run() {
 		s.abortTx()
 		s.conn.SetDeadline(time.Now().Add(time.Second))
 		s.conn.Close()
+		s.br.Reset(nil)
+		readers.Put(s.br)
+		s.br = nil
 		attrs := []any{"client", s.ip.String(), "role", s.role.String(), "helo", s.helo,
 			"messages", s.messages, "errors", s.errors, "duration", time.Since(start).Round(time.Millisecond)}
 		if s.tls != nil {
@@ -590,7 +601,7 @@ func (s *session) cmdData(arg string) error {
 	s.tc.timeout = s.srv.o.Limits.DataTimeout
 	dr := smtp.NewDataReader(s.br, s.srv.o.Limits.MessageSize, s.srv.o.Limits.LineLength)
 	s.startFloor()
-	_, err := io.Copy(s.tx.dst, dr)
+	_, err := bufpool.Copy(s.tx.dst, dr)
 	if err == nil || !isNetErr(err) {
 		s.stopFloor()
 	}
@@ -657,7 +668,7 @@ func (s *session) cmdBdat(arg string) error {
 		}
 	}
 	s.startFloor()
-	copied, err := io.CopyN(w, s.br, n)
+	copied, err := bufpool.CopyN(w, s.br, n)
 	if err == nil || !isNetErr(err) {
 		s.stopFloor()
 	}
@@ -668,7 +679,7 @@ func (s *session) cmdBdat(arg string) error {
 			return err
 		}
 		s.log.Error("spool write failed", "err", err)
-		io.CopyN(io.Discard, s.br, n-copied)
+		bufpool.CopyN(io.Discard, s.br, n-copied)
 		s.stopFloor()
 		refusal = storageReply(err)
 		if s.tx != nil {
