@@ -5,6 +5,7 @@
 package bufpool
 
 import (
+	"bufio"
 	"io"
 	"sync"
 )
@@ -41,4 +42,20 @@ func CopyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
 		err = io.EOF // src stopped early
 	}
 	return written, err
+}
+
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// Reader returns a pooled 4 KiB bufio.Reader reading r; give it back with
+// PutReader when done.
+func Reader(r io.Reader) *bufio.Reader {
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	return br
+}
+
+// PutReader returns br to the pool; br must not be used afterwards.
+func PutReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readers.Put(br)
 }

@@ -1,10 +1,11 @@
 package message
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"strings"
+
+	"github.com/posthorn/posthorn/internal/bufpool"
 )
 
 // Field is one header field: its name as written and its value unfolded
@@ -38,7 +39,8 @@ var ErrHeaderTooLarge = errors.New("message: header section too large")
 // or the end) from r, reading at most max octets. Lines that are not
 // fields end the header, as a lenient reader of mail must.
 func ReadHeader(r io.Reader, max int) (Header, error) {
-	br := bufio.NewReader(io.LimitReader(r, int64(max)+1))
+	br := bufpool.Reader(io.LimitReader(r, int64(max)+1))
+	defer bufpool.PutReader(br)
 	var h Header
 	read := 0
 	for {

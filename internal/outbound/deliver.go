@@ -271,7 +271,8 @@ func (m *message) scan() error {
 		defer rc.Close()
 		buf := bufpool.Get()
 		defer bufpool.Put(buf)
-		br := bufio.NewReaderSize(rc, 4096)
+		br := bufpool.Reader(rc)
+		defer bufpool.PutReader(br)
 		// The header section line by line, to find where it ends.
 		for {
 			line, err := br.ReadSlice('\n')
