@@ -237,6 +237,12 @@ func (d *Deliverer) Deliver(ctx context.Context, env *spool.Envelope, body func(
 		}
 		groups[dom] = append(groups[dom], i)
 	}
+	if len(order) == 1 {
+		// One destination, the common case: no goroutine of its own
+		// (whose stack would grow again for every message).
+		(&group{d: d, m: m, ctxv: ctx, domain: order[0], pos: groups[order[0]], rcpts: rcpts, out: out}).deliver()
+		return out
+	}
 	var wg sync.WaitGroup
 	for _, dom := range order {
 		g := &group{d: d, m: m, ctxv: ctx, domain: dom, pos: groups[dom], rcpts: rcpts, out: out}

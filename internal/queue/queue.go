@@ -118,6 +118,10 @@ type Manager struct {
 	cancelAttempts context.CancelFunc
 	loopDone       chan struct{}
 	attempts       sync.WaitGroup
+	// work feeds MaxConcurrent long-lived workers: a goroutine per attempt
+	// grew its stack again for every message (runtime.copystack was 6% of
+	// the CPU under load); a worker keeps the stack it grew.
+	work chan string
 
 	afterAttempt func(id string) // test hook: an attempt's results are recorded and acted on
 }
@@ -213,10 +217,19 @@ func (m *Manager) Start(ctx context.Context) error {
 	loopCtx, stopLoop := context.WithCancel(attemptCtx)
 	m.cancelAttempts, m.stopLoop = cancelAttempts, stopLoop
 	m.loopDone = make(chan struct{})
+	// Never full: the loop sends only while running < MaxConcurrent.
+	m.work = make(chan string, m.opts.MaxConcurrent)
 	m.mu.Unlock()
 
 	m.log.Info("queue: started", "messages", len(envs))
-	go m.loop(loopCtx, attemptCtx)
+	for range m.opts.MaxConcurrent {
+		go func() {
+			for id := range m.work {
+				m.attempt(attemptCtx, id)
+			}
+		}()
+	}
+	go m.loop(loopCtx)
 	return nil
 }
 
@@ -428,8 +441,9 @@ func (m *Manager) poke() {
 // loop starts the attempts that are due, as many as MaxConcurrent allows,
 // then sleeps until the next due time or a change (Submit, an attempt
 // ending).
-func (m *Manager) loop(ctx, attemptCtx context.Context) {
+func (m *Manager) loop(ctx context.Context) {
 	defer close(m.loopDone)
+	defer close(m.work) // the workers finish their attempts and end
 	for {
 		var next time.Time
 		m.mu.Lock()
@@ -444,7 +458,7 @@ func (m *Manager) loop(ctx, attemptCtx context.Context) {
 			it.running = true
 			m.running++
 			m.attempts.Add(1)
-			go m.attempt(attemptCtx, it.id)
+			m.work <- it.id
 		}
 		m.mu.Unlock()
 
