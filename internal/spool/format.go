@@ -42,6 +42,8 @@ type header struct {
 	// endian.
 	envSum  []byte
 	bodySum []byte
+
+	fileSize int64 // the file's size when the header was read
 }
 
 func (h header) envOff() int64 { return h.size + int64(h.bodyLen) }
@@ -157,6 +159,7 @@ func readHeader(f *os.File, id string) (header, error) {
 	if h.bodyLen > uint64(fi.Size()) || h.envLen > maxEnvelope || h.recOff() > fi.Size() {
 		return header{}, corrupt(id, "file shorter than its header says (%d bytes)", fi.Size())
 	}
+	h.fileSize = fi.Size()
 	return h, nil
 }
 
@@ -195,14 +198,10 @@ func parseFile(f *os.File, id string) (*parsed, error) {
 	if env.ID != id || env.Size != int64(h.bodyLen) {
 		return nil, corrupt(id, "envelope names id %q size %d, file has %d body bytes", env.ID, env.Size, h.bodyLen)
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("spool: %s: %w", id, err)
-	}
-	p := &parsed{hdr: h, env: env, size: fi.Size(), validEnd: h.recOff()}
-	if p.size < p.validEnd {
-		return nil, errUncommitted // emptied by a concurrent Finish
-	}
+	// The size readHeader saw: records appended since are left for the
+	// next read; a concurrent Finish that empties the file makes the
+	// reads above or below come up short.
+	p := &parsed{hdr: h, env: env, size: h.fileSize, validEnd: h.recOff()}
 	if p.size == p.validEnd {
 		return p, nil
 	}

@@ -335,7 +335,7 @@ func (s *Spool) newFile() (spare, error) {
 	for range 8 {
 		now := time.Now()
 		id := s.ids.next(now)
-		f, err := os.OpenFile(s.path(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := openFile(s.path(id), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			// Ids carry a counter, so this only happens if the clock
 			// stepped back across a restart.

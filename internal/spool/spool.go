@@ -411,7 +411,7 @@ func notFound(err error, id string) error {
 }
 
 func (s *Spool) loadRaw(id string) (*Envelope, []Event, error) {
-	f, err := os.Open(s.path(id))
+	f, err := openFile(s.path(id), os.O_RDONLY, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -472,7 +472,7 @@ func (s *Spool) Body(id string) (io.ReadSeekCloser, error) {
 	if !validID(id) {
 		return nil, ErrBadID
 	}
-	f, err := os.Open(s.path(id))
+	f, err := openFile(s.path(id), os.O_RDONLY, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -494,7 +494,7 @@ func (s *Spool) BodyOf(env *Envelope) (io.ReadSeekCloser, error) {
 	if !validID(env.ID) {
 		return nil, ErrBadID
 	}
-	f, err := os.Open(s.path(env.ID))
+	f, err := openFile(s.path(env.ID), os.O_RDONLY, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("%w: %s", ErrNotFound, env.ID)
@@ -542,7 +542,7 @@ func (s *Spool) appendRecord(id string, ev Event) error {
 	mu.Lock()
 	defer mu.Unlock()
 
-	f, err := os.OpenFile(s.path(id), os.O_RDWR, 0)
+	f, err := openFile(s.path(id), os.O_RDWR, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("%w: %s", ErrNotFound, id)
@@ -624,7 +624,7 @@ func (s *Spool) remove(id string, durable bool) error {
 	mu := s.lockID(id)
 	mu.Lock()
 	defer mu.Unlock()
-	f, err := os.OpenFile(s.path(id), os.O_RDWR, 0)
+	f, err := openFile(s.path(id), os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

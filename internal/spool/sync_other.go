@@ -15,3 +15,8 @@ func renameNoReplace(oldpath, newpath string) error {
 	}
 	return os.Remove(oldpath)
 }
+
+// openFile is os.OpenFile (see the Linux version).
+func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
+	return os.OpenFile(name, flag, perm)
+}
