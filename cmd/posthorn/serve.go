@@ -263,7 +263,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, stdout io.
 		{smtpserver.RoleSubmissions, cfg.Listen.Submissions},
 	} {
 		for _, a := range l.addrs {
-			ln, err := net.Listen(listenNetwork(a), a)
+			// No TCP keepalive on SMTP sessions (as Postfix): their own
+			// timeouts end idle ones, and Go's default (a probe every 15
+			// s) would cost four setsockopt calls per connection and
+			// probe traffic for every idle session.
+			lc := net.ListenConfig{KeepAlive: -1}
+			ln, err := lc.Listen(context.Background(), listenNetwork(a), a)
 			if err != nil {
 				for _, b := range lns {
 					b.ln.Close()
