@@ -12,12 +12,13 @@ import (
 	"syscall"
 )
 
-// HTTPSURIs returns the https: report URIs of rec.
+// HTTPSURIs returns the https: report URIs of rec, normalized (a scheme
+// written "HTTPS:" comes back as "https:").
 func (rec Record) HTTPSURIs() []string {
 	var out []string
 	for _, u := range rec.RUA {
 		if p, err := url.Parse(u); err == nil && p.Scheme == "https" && p.Host != "" {
-			out = append(out, u)
+			out = append(out, p.String())
 		}
 	}
 	return out
