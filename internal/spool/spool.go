@@ -410,13 +410,22 @@ func notFound(err error, id string) error {
 	return err
 }
 
-func (s *Spool) loadRaw(id string) (*Envelope, []Event, error) {
-	f, err := openFile(s.path(id), os.O_RDONLY, 0)
+// openMessage opens the file of id; a missing file is ErrNotFound.
+func (s *Spool) openMessage(id string, flag int) (*os.File, error) {
+	f, err := openFile(s.path(id), flag, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, fmt.Errorf("%w: %s", ErrNotFound, id)
-		}
-		return nil, nil, fmt.Errorf("spool: %w", err)
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return f, nil
+}
+
+func (s *Spool) loadRaw(id string) (*Envelope, []Event, error) {
+	f, err := s.openMessage(id, os.O_RDONLY)
+	if err != nil {
+		return nil, nil, err
 	}
 	defer f.Close()
 	p, err := parseFile(f, id)
@@ -472,12 +481,9 @@ func (s *Spool) Body(id string) (io.ReadSeekCloser, error) {
 	if !validID(id) {
 		return nil, ErrBadID
 	}
-	f, err := openFile(s.path(id), os.O_RDONLY, 0)
+	f, err := s.openMessage(id, os.O_RDONLY)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
-		}
-		return nil, fmt.Errorf("spool: %w", err)
+		return nil, err
 	}
 	p, err := parseFile(f, id)
 	if err != nil {
@@ -494,12 +500,9 @@ func (s *Spool) BodyOf(env *Envelope) (io.ReadSeekCloser, error) {
 	if !validID(env.ID) {
 		return nil, ErrBadID
 	}
-	f, err := openFile(s.path(env.ID), os.O_RDONLY, 0)
+	f, err := s.openMessage(env.ID, os.O_RDONLY)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, env.ID)
-		}
-		return nil, fmt.Errorf("spool: %w", err)
+		return nil, err
 	}
 	h, err := readHeader(f, env.ID)
 	if err == nil && h.bodyLen != uint64(env.Size) {
@@ -542,12 +545,9 @@ func (s *Spool) appendRecord(id string, ev Event) error {
 	mu.Lock()
 	defer mu.Unlock()
 
-	f, err := openFile(s.path(id), os.O_RDWR, 0)
+	f, err := s.openMessage(id, os.O_RDWR)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("%w: %s", ErrNotFound, id)
-		}
-		return fmt.Errorf("spool: %w", err)
+		return err
 	}
 	defer f.Close()
 	p, err := parseFile(f, id)
@@ -624,12 +624,12 @@ func (s *Spool) remove(id string, durable bool) error {
 	mu := s.lockID(id)
 	mu.Lock()
 	defer mu.Unlock()
-	f, err := openFile(s.path(id), os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	f, err := s.openMessage(id, os.O_RDWR)
+	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("spool: %w", err)
+		return err
 	}
 	_, err = readHeader(f, id)
 	if errors.Is(err, errUncommitted) {
