@@ -118,14 +118,7 @@ func (b lmtpBatches) add(delivery, mailbox string, pos int) {
 // mailbox's failure and is retried (or bounced) as a whole.
 func (r *Router) deliverLMTP(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), rcpts []int, lb lmtpBatches, out []queue.Outcome) {
 	for delivery, b := range lb {
-		var outs []queue.Outcome
-		if t, err := lmtp.ParseTarget(delivery); err != nil {
-			for range b.mailboxes {
-				outs = append(outs, queue.Outcome{Status: queue.Deferred, Detail: "4.3.5 " + err.Error()})
-			}
-		} else {
-			outs = r.o.LMTP.Deliver(ctx, t, env, body, b.mailboxes)
-		}
+		outs := r.o.LMTP.DeliverMailboxes(ctx, env, body, delivery, b.mailboxes)
 		for k, mailbox := range b.mailboxes {
 			for _, pos := range b.want[mailbox] {
 				if outs[k].Status != queue.Delivered {

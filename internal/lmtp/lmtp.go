@@ -76,16 +76,21 @@ func New(o Options) *Deliverer {
 	return &Deliverer{o: o, log: o.Logger}
 }
 
-// DeliverMailbox delivers to one mailbox: delivery is the domain's
-// delivery setting ("lmtp:unix:/run/dovecot/lmtp") and addr the address
-// to give in RCPT — the whole address, local-part@domain, which Dovecot
-// takes as its user name when the userdb is keyed by address.
-func (d *Deliverer) DeliverMailbox(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), delivery, addr string) queue.Outcome {
+// DeliverMailboxes delivers to mailboxes in one transaction: delivery is
+// the domain's delivery setting ("lmtp:unix:/run/dovecot/lmtp") and each
+// address the one to give in RCPT — the whole address, local-part@domain,
+// which Dovecot takes as its user name when the userdb is keyed by
+// address. A delivery setting that does not parse defers them all.
+func (d *Deliverer) DeliverMailboxes(ctx context.Context, env *spool.Envelope, body func() (io.ReadCloser, error), delivery string, addrs []string) []queue.Outcome {
 	t, err := ParseTarget(delivery)
 	if err != nil {
-		return queue.Outcome{Status: queue.Deferred, Detail: "4.3.5 " + err.Error()}
+		out := make([]queue.Outcome, len(addrs))
+		for i := range out {
+			out[i] = queue.Outcome{Status: queue.Deferred, Detail: "4.3.5 " + err.Error()}
+		}
+		return out
 	}
-	return d.Deliver(ctx, t, env, body, []string{addr})[0]
+	return d.Deliver(ctx, t, env, body, addrs)
 }
 
 // Deliver sends the message to t for rcpts in one transaction and returns

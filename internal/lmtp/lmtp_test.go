@@ -189,7 +189,7 @@ func TestUnixSocketAndMailbox(t *testing.T) {
 	}
 	s.serve(t, ln)
 	d := New(Options{Hostname: "mx.example.com"})
-	o := d.DeliverMailbox(context.Background(), envelope("Alice+tag@Example.com"), body, "lmtp:unix:"+path, "alice@example.com")
+	o := d.DeliverMailboxes(context.Background(), envelope("Alice+tag@Example.com"), body, "lmtp:unix:"+path, []string{"alice@example.com"})[0]
 	if o.Status != queue.Delivered {
 		t.Fatalf("%+v", o)
 	}
@@ -205,7 +205,7 @@ func TestUnixSocketAndMailbox(t *testing.T) {
 func TestServerTroubleDefers(t *testing.T) {
 	d := New(Options{Hostname: "mx.example.com", Timeouts: outbound.Timeouts{Connect: 5 * time.Second}})
 	// Nobody listens on the socket.
-	o := d.DeliverMailbox(context.Background(), envelope("a@example.com"), body, "lmtp:unix:"+filepath.Join(t.TempDir(), "none"), "a@example.com")
+	o := d.DeliverMailboxes(context.Background(), envelope("a@example.com"), body, "lmtp:unix:"+filepath.Join(t.TempDir(), "none"), []string{"a@example.com"})[0]
 	if o.Status != queue.Deferred || !strings.HasPrefix(o.Detail, "4.4.1 ") {
 		t.Errorf("no server: %+v", o)
 	}
@@ -216,11 +216,11 @@ func TestServerTroubleDefers(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.serve(t, ln)
-	o = d.DeliverMailbox(context.Background(), envelope("a@example.com"), body, "lmtp:tcp:"+ln.Addr().String(), "a@example.com")
+	o = d.DeliverMailboxes(context.Background(), envelope("a@example.com"), body, "lmtp:tcp:"+ln.Addr().String(), []string{"a@example.com"})[0]
 	if o.Status != queue.Deferred || !strings.HasSuffix(o.Detail, ": 554 5.3.0 go away") {
 		t.Errorf("LHLO refused: %+v", o)
 	}
-	if o := d.DeliverMailbox(context.Background(), envelope("a@example.com"), body, "maildir", "a@example.com"); o.Status != queue.Deferred {
+	if o := d.DeliverMailboxes(context.Background(), envelope("a@example.com"), body, "maildir", []string{"a@example.com"})[0]; o.Status != queue.Deferred {
 		t.Errorf("bad target: %+v", o)
 	}
 }
