@@ -44,18 +44,34 @@ func CopyN(dst io.Writer, src io.Reader, n int64) (int64, error) {
 	return written, err
 }
 
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+// ReaderPool recycles bufio.Readers of one size.
+type ReaderPool struct{ p sync.Pool }
 
-// Reader returns a pooled 4 KiB bufio.Reader reading r; give it back with
-// PutReader when done.
-func Reader(r io.Reader) *bufio.Reader {
-	br := readers.Get().(*bufio.Reader)
+// NewReaderPool returns a pool of readers of size bytes.
+func NewReaderPool(size int) *ReaderPool {
+	rp := &ReaderPool{}
+	rp.p.New = func() any { return bufio.NewReaderSize(nil, size) }
+	return rp
+}
+
+// Get returns a pooled reader reading r; give it back with Put.
+func (rp *ReaderPool) Get(r io.Reader) *bufio.Reader {
+	br := rp.p.Get().(*bufio.Reader)
 	br.Reset(r)
 	return br
 }
 
-// PutReader returns br to the pool; br must not be used afterwards.
-func PutReader(br *bufio.Reader) {
+// Put returns br to the pool; br must not be used afterwards.
+func (rp *ReaderPool) Put(br *bufio.Reader) {
 	br.Reset(nil)
-	readers.Put(br)
+	rp.p.Put(br)
 }
+
+var readers = NewReaderPool(4096)
+
+// Reader returns a pooled 4 KiB bufio.Reader reading r; give it back with
+// PutReader when done.
+func Reader(r io.Reader) *bufio.Reader { return readers.Get(r) }
+
+// PutReader returns br to the pool; br must not be used afterwards.
+func PutReader(br *bufio.Reader) { readers.Put(br) }

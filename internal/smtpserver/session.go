@@ -14,7 +14,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -67,12 +66,11 @@ type transaction struct {
 
 // readers recycles the sessions' 16 KiB read buffers: a session per
 // message is common (most senders do not reuse connections).
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 16<<10) }}
+var readers = bufpool.NewReaderPool(16 << 10)
 
 func newSession(s *Server, c net.Conn, role Role, id string, ip netip.Addr) *session {
 	tc := &timeoutConn{Conn: c}
-	br := readers.Get().(*bufio.Reader)
-	br.Reset(tc)
+	br := readers.Get(tc)
 	return &session{
 		srv:  s,
 		conn: c,
@@ -98,7 +96,6 @@ func (s *session) run() {
 		s.abortTx()
 		s.conn.SetDeadline(time.Now().Add(time.Second))
 		s.conn.Close()
-		s.br.Reset(nil)
 		readers.Put(s.br)
 		s.br = nil
 		attrs := []any{"client", s.ip.String(), "role", s.role.String(), "helo", s.helo,
