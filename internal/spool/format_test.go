@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"hash/crc32"
-	"io"
 	"math/bits"
 	"os"
 	"path/filepath"
@@ -97,18 +96,8 @@ func TestVersion1FilesStillLoad(t *testing.T) {
 	f.Close()
 
 	s := openTest(t, dir)
-	env, err := s.Load(good)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := s.BodyOf(env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(r)
-	r.Close()
-	if err != nil || string(got) != "Received: old\r\nSubject: v1\r\n\r\nold body\r\n" {
-		t.Fatalf("version 1 body %q, %v", got, err)
+	if got := string(readBodyOf(t, s, good)); got != "Received: old\r\nSubject: v1\r\n\r\nold body\r\n" {
+		t.Fatalf("version 1 body %q", got)
 	}
 	if err := s.UpdateRecipients(good, RecipientUpdate{Index: 0, RecipientState: RecipientState{Status: Delivered}}); err != nil {
 		t.Fatal(err)

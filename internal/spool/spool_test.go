@@ -53,6 +53,25 @@ func readBody(t *testing.T, s *Spool, id string) []byte {
 	return b
 }
 
+// readBodyOf loads id and reads its message through BodyOf.
+func readBodyOf(t *testing.T, s *Spool, id string) []byte {
+	t.Helper()
+	env, err := s.Load(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := s.BodyOf(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestCommitStoresEnvelopeAndBodyExactly(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	body := []byte("Received: from x\r\n\r\nline\r\n\x00\xff binary\r\n.\r\n")

@@ -362,26 +362,25 @@ func (w *world) mxAlias(domain, mxHost, target string, secureAlias bool) {
 // records looked up at the expanded name first, and the expanded name is
 // the DANE-TA reference identifier (the MX host name is accepted too).
 func TestDANEMXAliasUsesExpandedName(t *testing.T) {
-	w := newWorld(t)
-	cert := w.pki.leaf(t, "smtp.hosting.example")
-	srv := newMX(t, &cert)
-	w.mxAlias("dane.example", "mx.dane.example", "smtp.hosting.example", true)
-	w.setTLSA("smtp.hosting.example", true, tlsa(cert, 1, dane.DANETA, dane.SelectorCert, dane.MatchSHA256))
-	wantStatus(t, w.deliver(srv.port(), "u@dane.example", false, nil), queue.Delivered, "250")
-	if !strings.Contains(w.logs.String(), `tls_mode=dane`) {
-		t.Errorf("not delivered under DANE:\n%s", w.logs)
-	}
-
-	// No TLSA at the expanded name: the MX host's own name is tried, and
-	// its name is accepted in the certificate.
-	w2 := newWorld(t)
-	cert2 := w2.pki.leaf(t, "mx.dane.example")
-	srv2 := newMX(t, &cert2)
-	w2.mxAlias("dane.example", "mx.dane.example", "smtp.hosting.example", true)
-	w2.setTLSA("mx.dane.example", true, tlsa(cert2, 1, dane.DANETA, dane.SelectorCert, dane.MatchSHA256))
-	wantStatus(t, w2.deliver(srv2.port(), "u@dane.example", false, nil), queue.Delivered, "250")
-	if !strings.Contains(w2.logs.String(), `tls_mode=dane`) {
-		t.Errorf("not delivered under DANE from the MX host's own TLSA:\n%s", w2.logs)
+	for _, c := range []struct {
+		why        string
+		certName   string // the name in the MX's certificate
+		tlsaAtName string // where the DANE-TA record is published
+	}{
+		{"TLSA at the expanded name, which is the reference identifier", "smtp.hosting.example", "smtp.hosting.example"},
+		// No TLSA at the expanded name: the MX host's own name is tried,
+		// and its name is accepted in the certificate.
+		{"TLSA at the MX host's own name only", "mx.dane.example", "mx.dane.example"},
+	} {
+		w := newWorld(t)
+		cert := w.pki.leaf(t, c.certName)
+		srv := newMX(t, &cert)
+		w.mxAlias("dane.example", "mx.dane.example", "smtp.hosting.example", true)
+		w.setTLSA(c.tlsaAtName, true, tlsa(cert, 1, dane.DANETA, dane.SelectorCert, dane.MatchSHA256))
+		wantStatus(t, w.deliver(srv.port(), "u@dane.example", false, nil), queue.Delivered, "250")
+		if !strings.Contains(w.logs.String(), `tls_mode=dane`) {
+			t.Errorf("%s: not delivered under DANE:\n%s", c.why, w.logs)
+		}
 	}
 }
 
