@@ -41,6 +41,11 @@ type Envelope struct {
 	// Hold keeps the queue from attempting the message; changed with
 	// Spool.SetHold after commit.
 	Hold bool `json:"hold,omitempty"`
+
+	// envSum is the envelope digest of the file the envelope was loaded
+	// from: BodyOf checks that the file it opens still holds that
+	// message (a finished message's file is reused for another).
+	envSum []byte
 }
 
 // Pending returns the indexes of the recipients still to be delivered.

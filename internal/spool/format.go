@@ -14,11 +14,16 @@ import (
 )
 
 const (
-	// Version 2, what Commit writes: 64-byte header, SHA-256 digests.
-	magic      = "PHSPOOL2"
+	// Version 3, what Commit writes: 64-byte header, SHA-256 digests,
+	// state records whose checksums are bound to the message.
+	magic      = "PHSPOOL3"
 	headerSize = 64
 	envSumLen  = 16 // SHA-256 of the envelope, truncated
 	bodySumLen = 24 // SHA-256 of the body, truncated
+	// Version 2 (2026-11-23): the same header, state records with a
+	// plain CRC-32C. The code that wrote it emptied files before reusing
+	// them, so nothing but a file's own records follows its envelope.
+	magicV2 = "PHSPOOL2"
 	// Version 1 (before 2026-11-23): 32-byte header, CRC-32C checksums.
 	// Still read, so that a queue survives the upgrade.
 	magicV1      = "PHSPOOL1"
@@ -38,20 +43,33 @@ type header struct {
 	size    int64 // headerSize, or headerSizeV1: where the body starts
 	bodyLen uint64
 	envLen  uint32
-	// Version 2: truncated SHA-256 digests; version 1: CRC-32C, big
+	// Versions 2 and 3: truncated SHA-256 digests; version 1: CRC-32C, big
 	// endian.
 	envSum  []byte
 	bodySum []byte
+	// recSeed starts the CRC-32C of every state record: the CRC of
+	// envSum in version 3, so that a record is valid only in its own
+	// message's file; 0 in versions 1 and 2.
+	recSeed uint32
 
 	fileSize int64 // the file's size when the header was read
 }
 
+func newHeader(bodyLen uint64, envLen uint32, envSum, bodySum []byte) header {
+	return header{size: headerSize, bodyLen: bodyLen, envLen: envLen, envSum: envSum, bodySum: bodySum,
+		recSeed: crc32.Checksum(envSum, castagnoli)}
+}
+
+// recordSum is the checksum of a state record's JSON in this message.
+func (h header) recordSum(js []byte) uint32 { return crc32.Update(h.recSeed, castagnoli, js) }
+
 func (h header) envOff() int64 { return h.size + int64(h.bodyLen) }
 func (h header) recOff() int64 { return h.envOff() + int64(h.envLen) }
 
-// marshal encodes a version 2 header:
+// marshal encodes a version 3 header (version 2's is the same but for
+// the magic):
 //
-//	0   magic "PHSPOOL2"
+//	0   magic "PHSPOOL3"
 //	8   body length, uint64
 //	16  envelope length, uint32
 //	20  SHA-256 of the envelope, first 16 octets
@@ -117,20 +135,18 @@ func readHeader(f *os.File, id string) (header, error) {
 		return header{}, errUncommitted
 	}
 	var h header
-	switch string(b[:min(n, len(magic))]) {
-	case magic:
+	switch v := string(b[:min(n, len(magic))]); v {
+	case magic, magicV2:
 		if n < headerSize {
 			return header{}, corrupt(id, "short header")
 		}
 		if crc32.Checksum(b[:60], castagnoli) != binary.BigEndian.Uint32(b[60:]) {
 			return header{}, corrupt(id, "header checksum mismatch")
 		}
-		h = header{
-			size:    headerSize,
-			bodyLen: binary.BigEndian.Uint64(b[8:]),
-			envLen:  binary.BigEndian.Uint32(b[16:]),
-			envSum:  bytes.Clone(b[20 : 20+envSumLen]),
-			bodySum: bytes.Clone(b[36 : 36+bodySumLen]),
+		h = newHeader(binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint32(b[16:]),
+			bytes.Clone(b[20:20+envSumLen]), bytes.Clone(b[36:36+bodySumLen]))
+		if v == magicV2 {
+			h.recSeed = 0
 		}
 	case magicV1:
 		if n < headerSizeV1 {
@@ -162,6 +178,12 @@ func readHeader(f *os.File, id string) (header, error) {
 	h.fileSize = fi.Size()
 	return h, nil
 }
+
+// errRecycled: the file holds a finished message under another message's
+// name: Finish renamed it for reuse, and a power loss kept the rename but
+// not the header's zeroing before it. Not a message; reported as
+// ErrNotFound, removed at recovery.
+var errRecycled = fmt.Errorf("%w (a finished message's file renamed for reuse)", errUncommitted)
 
 // parsed is a message file as read from disk.
 type parsed struct {
@@ -195,12 +217,20 @@ func parseFile(f *os.File, id string) (*parsed, error) {
 	if err := json.Unmarshal(envb, env); err != nil {
 		return nil, corrupt(id, "envelope: %v", err)
 	}
-	if env.ID != id || env.Size != int64(h.bodyLen) {
-		return nil, corrupt(id, "envelope names id %q size %d, file has %d body bytes", env.ID, env.Size, h.bodyLen)
+	if env.Size != int64(h.bodyLen) {
+		return nil, corrupt(id, "envelope says size %d, file has %d body bytes", env.Size, h.bodyLen)
 	}
+	if env.ID != id {
+		// Intact, checksums and all, but another id's: Finish
+		// renames a delivered message's file to a fresh id to reuse
+		// it; only the zeroing of its header did not survive a crash.
+		return nil, errRecycled
+	}
+	env.envSum = h.envSum
 	// The size readHeader saw: records appended since are left for the
-	// next read; a concurrent Finish that empties the file makes the
-	// reads above or below come up short.
+	// next read. What follows the last valid record is a torn record or
+	// (version 3) bytes of an earlier message in a reused file, which
+	// fail recordSum.
 	p := &parsed{hdr: h, env: env, size: h.fileSize, validEnd: h.recOff()}
 	if p.size == p.validEnd {
 		return p, nil
@@ -215,7 +245,7 @@ func parseFile(f *os.File, id string) (*parsed, error) {
 			break
 		}
 		body := recs[recPrefix : recPrefix+n]
-		if crc32.Checksum(body, castagnoli) != binary.BigEndian.Uint32(recs[4:]) {
+		if h.recordSum(body) != binary.BigEndian.Uint32(recs[4:]) {
 			break
 		}
 		var ev Event
@@ -232,7 +262,8 @@ func parseFile(f *os.File, id string) (*parsed, error) {
 	return p, nil
 }
 
-func encodeRecord(ev Event) ([]byte, error) {
+// encodeRecord frames ev as a state record of the message h heads.
+func encodeRecord(h header, ev Event) ([]byte, error) {
 	js, err := json.Marshal(ev)
 	if err != nil {
 		return nil, err
@@ -242,7 +273,7 @@ func encodeRecord(ev Event) ([]byte, error) {
 	}
 	b := make([]byte, recPrefix, recPrefix+len(js))
 	binary.BigEndian.PutUint32(b, uint32(len(js)))
-	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(js, castagnoli))
+	binary.BigEndian.PutUint32(b[4:], h.recordSum(js))
 	return append(b, js...), nil
 }
 

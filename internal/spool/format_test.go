@@ -215,3 +215,55 @@ func TestCraftedBodyDefeatsCRCButNotSHA256(t *testing.T) {
 		t.Fatalf("torn crafted body: Load = %v, want ErrCorrupt", err)
 	}
 }
+
+// TestVersion2FilesKeepTheirRecords: a version 2 file (same header, state
+// records with a plain CRC-32C) written before version 3 keeps the records
+// it has and gets new ones in its own format.
+func TestVersion2FilesKeepTheirRecords(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := commit(t, s, []byte("Subject: v2\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}, {Addr: "b@x"}}})
+	s.Close()
+	path := filepath.Join(dir, "queue", id)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := make([]byte, headerSize)
+	f.ReadAt(h, 0)
+	copy(h, magicV2)
+	binary.BigEndian.PutUint32(h[60:], crc32.Checksum(h[:60], castagnoli))
+	f.WriteAt(h, 0)
+	// A record written by version 2, plain CRC.
+	js, _ := json.Marshal(Event{Recipients: []RecipientUpdate{{Index: 0, RecipientState: RecipientState{Status: Pending, Attempts: 1}}}})
+	rec := make([]byte, recPrefix)
+	binary.BigEndian.PutUint32(rec, uint32(len(js)))
+	binary.BigEndian.PutUint32(rec[4:], crc32.Checksum(js, castagnoli))
+	fi, _ := f.Stat()
+	f.WriteAt(append(rec, js...), fi.Size())
+	f.Close()
+
+	s = openTest(t, dir)
+	env, err := s.Load(id)
+	if err != nil || env.Recipients[0].Status != Pending || env.Recipients[0].Attempts != 1 {
+		t.Fatalf("version 2 file with its record: %+v, %v", env, err)
+	}
+	if err := s.UpdateRecipients(id, RecipientUpdate{Index: 1, RecipientState: RecipientState{Status: Delivered}}); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(path)
+	last := raw[fi.Size()+int64(recPrefix+len(js)):]
+	if n := binary.BigEndian.Uint32(last); crc32.Checksum(last[recPrefix:recPrefix+n], castagnoli) != binary.BigEndian.Uint32(last[4:]) {
+		t.Fatal("the record appended to a version 2 file is not in version 2's format")
+	}
+	env, err = s.Load(id)
+	if err != nil || env.Recipients[0].Status != Pending || env.Recipients[1].Status != Delivered {
+		t.Fatalf("after an appended record: %+v, %v", env, err)
+	}
+	if got := string(readBody(t, s, id)); got != "Subject: v2\r\n\r\nbody\r\n" {
+		t.Fatalf("body %q", got)
+	}
+}

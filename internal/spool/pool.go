@@ -26,9 +26,16 @@ const (
 	// that queue ids (which carry the file's creation time) stay within
 	// this much of the message's arrival and keep sorting by arrival.
 	maxSpareAge = 10 * time.Second
+	// reuseMax: a finished message's file up to this size is reused as
+	// it is, blocks and all, its header zeroed; a larger one is emptied
+	// first, so that the pool never holds more than maxSpares times this
+	// much disk.
+	reuseMax = 128 << 10
 )
 
-// spare is an empty message file whose directory entry is durable.
+// spare is a message file that holds no message (its header is zero;
+// a reused one keeps an earlier message's bytes after it) and whose
+// directory entry is durable.
 type spare struct {
 	id   string
 	f    *os.File
@@ -117,10 +124,19 @@ func (p *sparePool) get() (string, *os.File, error) {
 func (sp spare) stale() bool { return time.Since(sp.born) > maxSpareAge }
 
 // recycle takes f, the file of the finished message id (its lock held by
-// the caller), empties it and renames it to a fresh id for a later fill.
-// It reports false, with f untouched and still open, when the pool has
-// enough files or the file could not be recycled: the caller unlinks it.
-func (p *sparePool) recycle(f *os.File, id string) bool {
+// the caller), size octets long, zeroes its header (or, above reuseMax,
+// empties it) and renames it to a fresh id for a later fill. It reports
+// false, with f still open, when the pool has enough files or the file
+// could not be recycled: the caller unlinks it.
+//
+// Why not empty every file: a message written over the blocks of an
+// earlier one leaves the file's size and block map as they were, so the
+// fdatasync of its Commit writes data blocks and flushes the disk's
+// cache but commits no journal transaction (95 against 233 µs on the
+// machine of bench/results/2026-11-23-vm.md), and recycling frees no
+// blocks. The old bytes past the new message's end are harmless: records
+// carry a checksum bound to their own message (format version 3).
+func (p *sparePool) recycle(f *os.File, id string, size int64) bool {
 	if p == nil || p.stopping() {
 		return false
 	}
@@ -130,8 +146,13 @@ func (p *sparePool) recycle(f *os.File, id string) bool {
 	if full {
 		return false
 	}
-	// Emptied before it is renamed (see Finish for why the order).
-	if err := f.Truncate(0); err != nil {
+	// No message any more before it is renamed (see Finish for why the
+	// order).
+	if size > 0 && size <= reuseMax {
+		if _, err := f.WriteAt(zeroHeader[:], 0); err != nil {
+			return false
+		}
+	} else if err := f.Truncate(0); err != nil {
 		return false
 	}
 	now := time.Now()
@@ -260,6 +281,21 @@ func (p *sparePool) fill(n int, batch []spare) bool {
 	batch = p.takeRecycled(n, batch)
 	reused := len(batch)
 	n -= reused
+	// A recycled file's zeroed header must reach the disk before a new
+	// message is written over the old one: otherwise a power loss could
+	// leave the old header in front of a mix of both messages, which
+	// would read as a corrupt file rather than as a spare. Written out
+	// here, and made durable by the cache flush of the directory fsync
+	// below, which the files wait for anyway.
+	for i := 0; i < reused; i++ {
+		if err := writeOut(batch[i].f, headerSize); err != nil {
+			p.s.log.Warn("spool: cannot write out a recycled message file", "err", err)
+			p.drop(batch[i])
+			batch = append(batch[:i], batch[i+1:]...)
+			reused--
+			i--
+		}
+	}
 	left.Store(int64(n))
 	for range min(n, createWorkers) {
 		wg.Go(func() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
@@ -20,10 +21,24 @@ func inode(t *testing.T, path string) uint64 {
 	return fi.Sys().(*syscall.Stat_t).Ino
 }
 
-// TestFinishRecyclesTheFileAsASpare: a finished message's file is emptied,
-// renamed to a fresh id and handed out again by Create, so a busy spool
-// stops creating (and deleting) a file per message; what Create hands out
-// is empty and the finished id is gone.
+// holdsNoMessage reports whether the file at path starts with a zero
+// header (or is empty): a spare, not a message.
+func holdsNoMessage(t *testing.T, path string) bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, headerSize)
+	n, _ := f.ReadAt(b, 0)
+	return uncommittedMark(b[:n])
+}
+
+// TestFinishRecyclesTheFileAsASpare: a finished message's file has its
+// header zeroed, is renamed to a fresh id and handed out again by Create,
+// so a busy spool stops creating (and deleting) a file per message; what
+// Create hands out holds no message and the finished id is gone.
 func TestFinishRecyclesTheFileAsASpare(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	env := func() *Envelope { return &Envelope{Recipients: []Recipient{{Addr: "a@x"}}} }
@@ -65,9 +80,8 @@ func TestFinishRecyclesTheFileAsASpare(t *testing.T) {
 			t.Fatal(err)
 		}
 		if old, ok := inodes[inode(t, s.path(w.ID()))]; ok {
-			fi, _ := w.f.Stat()
-			if fi.Size() != 0 {
-				t.Fatalf("recycled file of %s handed out as %s with %d bytes", old, w.ID(), fi.Size())
+			if !holdsNoMessage(t, s.path(w.ID())) {
+				t.Fatalf("recycled file of %s handed out as %s with a header", old, w.ID())
 			}
 			if w.ID() == old {
 				t.Fatalf("recycled file kept its id %s", old)
@@ -124,8 +138,8 @@ func TestRecycledFilesAreRemovedAtRecovery(t *testing.T) {
 	s.Close()
 	for _, sp := range recycled {
 		sp.f.Close()
-		if fi, err := os.Stat(s.path(sp.id)); err != nil || fi.Size() != 0 {
-			t.Fatalf("recycled %s before the restart: %v, %v", sp.id, fi, err)
+		if !holdsNoMessage(t, s.path(sp.id)) {
+			t.Fatalf("recycled %s has a header before the restart", sp.id)
 		}
 	}
 	s = openTest(t, dir)
@@ -204,5 +218,200 @@ func TestLoadRacingFinishQuarantinesNothing(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(s.corrupt); len(entries) != 0 {
 		t.Fatalf("%d files quarantined", len(entries))
+	}
+}
+
+// reuse returns a Writer on the file whose inode is ino, recycled by a
+// Finish: it takes spares (and aborts them) until the pool hands it out.
+func reuse(t *testing.T, s *Spool, ino uint64) *Writer {
+	t.Helper()
+	for range 4 * maxSpares {
+		w, err := s.Create()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if inode(t, s.path(w.ID())) == ino {
+			return w
+		}
+		w.Abort()
+	}
+	t.Fatal("the recycled file never came back through Create")
+	return nil
+}
+
+// TestReusedFileDoesNotReplayTheOldMessagesRecords: a reused file keeps
+// the bytes of the message it held. When the new message is exactly as
+// long as the old one, the old state records sit where the new message's
+// records start, intact; they must not be taken for the new message's
+// (they would mark its recipients failed and put it on hold).
+func TestReusedFileDoesNotReplayTheOldMessagesRecords(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	arrival := time.Date(2026, 11, 23, 17, 0, 0, 0, time.UTC)
+	env := func() *Envelope {
+		return &Envelope{From: "s@x", Arrival: arrival, Recipients: []Recipient{{Addr: "a@x"}, {Addr: "b@x"}}}
+	}
+	old := commit(t, s, []byte("Subject: old\r\n\r\nbody\r\n"), env())
+	if err := s.UpdateRecipients(old, RecipientUpdate{Index: 0, RecipientState: RecipientState{Status: Failed}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetHold(old, true); err != nil {
+		t.Fatal(err)
+	}
+	ino := inode(t, s.path(old))
+	oldFile, err := os.ReadFile(s.path(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(old); err != nil {
+		t.Fatal(err)
+	}
+
+	w := reuse(t, s, ino)
+	w.Write([]byte("Subject: new\r\n\r\nbody\r\n"))
+	if err := w.Commit(t.Context(), env()); err != nil {
+		t.Fatal(err)
+	}
+	// The old records are there, byte for byte, where this message's
+	// records would start.
+	f, err := os.Open(s.path(w.ID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := readHeader(f, w.ID())
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFile, _ := os.ReadFile(s.path(w.ID()))
+	if h.recOff() >= int64(len(newFile)) || !bytes.Equal(newFile[h.recOff():], oldFile[h.recOff():]) {
+		t.Fatalf("test does not exercise the case: new message ends at %d of %d bytes, old file %d", h.recOff(), len(newFile), len(oldFile))
+	}
+
+	got, err := s.Load(w.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Hold || got.Recipients[0].Status != Pending || got.Recipients[1].Status != Pending {
+		t.Fatalf("the old message's records applied to the new one: hold %v, %+v", got.Hold, got.Recipients)
+	}
+	if hist, err := s.History(w.ID()); err != nil || len(hist) != 0 {
+		t.Fatalf("History = %v, %v; want none", hist, err)
+	}
+	// Its own records are kept, and the old bytes after them cut.
+	if err := s.UpdateRecipients(w.ID(), RecipientUpdate{Index: 1, RecipientState: RecipientState{Status: Delivered}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.Load(w.ID())
+	if err != nil || got.Hold || got.Recipients[0].Status != Pending || got.Recipients[1].Status != Delivered {
+		t.Fatalf("after its own record: %+v, %v", got, err)
+	}
+	if string(readBody(t, s, w.ID())) != "Subject: new\r\n\r\nbody\r\n" {
+		t.Fatal("body changed")
+	}
+}
+
+// TestRecycledFileWithItsOldHeaderIsRemovedAtRecovery: Finish zeroes the
+// header, then renames the file; a power loss can keep the rename and lose
+// the zeroing. The file under its new name then holds a whole, intact
+// message whose envelope names the old id: a delivered message, not one
+// to deliver again under a new id, and not a corrupt file either.
+func TestRecycledFileWithItsOldHeaderIsRemovedAtRecovery(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := commit(t, s, []byte("Subject: kept\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	done := commit(t, s, []byte("Subject: delivered\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	whole, err := os.ReadFile(s.path(done))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := s.ids.next(time.Now())
+	s.Close()
+	// What the disk holds after such a crash.
+	if err := os.Remove(filepath.Join(dir, "queue", done)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "queue", fresh), whole, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTest(t, dir)
+	if _, err := os.Lstat(s.path(fresh)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("recycled file %s survived recovery: %v", fresh, err)
+	}
+	if l, err := s.List(); err != nil || len(l) != 1 || l[0].ID != keep {
+		t.Fatalf("List after recovery = %v, %v; want only %s", l, err, keep)
+	}
+	if entries, _ := os.ReadDir(s.corrupt); len(entries) != 0 {
+		t.Fatalf("%d files quarantined", len(entries))
+	}
+}
+
+// TestBodyOfAStaleEnvelopeAfterReuse: an envelope loaded before its
+// message was finished does not open the next message to use the file,
+// even one of the same length.
+func TestBodyOfAStaleEnvelopeAfterReuse(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	id := commit(t, s, []byte("Subject: one\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	env, err := s.Load(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := inode(t, s.path(id))
+	if err := s.Finish(id); err != nil {
+		t.Fatal(err)
+	}
+	w := reuse(t, s, ino)
+	w.Write([]byte("Subject: two\r\n\r\nbody\r\n"))
+	if err := w.Commit(t.Context(), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	// The old name is gone; the file, opened before the Finish, holds
+	// the new message: what a reader that raced the Finish would see.
+	env.ID = w.ID()
+	if r, err := s.BodyOf(env); !errors.Is(err, ErrNotFound) {
+		if err == nil {
+			r.Close()
+		}
+		t.Fatalf("BodyOf with the old envelope: %v, want ErrNotFound", err)
+	}
+}
+
+// TestLargeFinishedFileIsEmptiedForReuse: above reuseMax a finished file
+// is emptied, so the pool does not keep large files' blocks.
+func TestLargeFinishedFileIsEmptiedForReuse(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	small := commit(t, s, []byte("small\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	large := commit(t, s, bytes.Repeat([]byte("x"), reuseMax+1), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	sizes := map[uint64]int64{}
+	for _, id := range []string{small, large} {
+		fi, err := os.Stat(s.path(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[inode(t, s.path(id))] = fi.Size()
+		if err := s.Finish(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	if len(s.pool.recycled) != 2 {
+		t.Fatalf("%d files recycled, want 2", len(s.pool.recycled))
+	}
+	for _, sp := range s.pool.recycled {
+		fi, _ := sp.f.Stat()
+		ino := fi.Sys().(*syscall.Stat_t).Ino
+		switch was := sizes[ino]; {
+		case was > reuseMax && fi.Size() != 0:
+			t.Errorf("file of %d bytes kept %d bytes", was, fi.Size())
+		case was <= reuseMax && fi.Size() != was:
+			t.Errorf("file of %d bytes now %d bytes, want it kept", was, fi.Size())
+		}
+		if !holdsNoMessage(t, s.path(sp.id)) {
+			t.Errorf("recycled %s has a header", sp.id)
+		}
 	}
 }

@@ -5,29 +5,37 @@
 //	<Dir>/lock            flock(2)ed while a process has the spool open
 //	<Dir>/queue/<id>      one message file: committed, or a spare / a message
 //	                      being received (header still zero; removed at Open)
+//	                      or a delivered message's file renamed for reuse
 //	<Dir>/queue/<id>.tmp  left by versions before the spare pool; removed at Open
 //	<Dir>/corrupt/<id>    a file that failed its integrity checks, moved aside
 //	                      (at Open, or at the first Load of a message found at Open)
 //
 // A message file is
 //
-//	header   64 bytes: magic "PHSPOOL2", body length, envelope length,
+//	header   64 bytes: magic "PHSPOOL3", body length, envelope length,
 //	         SHA-256 of the envelope (16 octets) and of the body (24 octets),
 //	         CRC-32C of the header itself; all zero until Commit writes it:
 //	         the header is the commit mark
 //	body     the message bytes exactly as written through Writer.Write
 //	envelope JSON (so CR, LF, NUL or anything else a client sends cannot
 //	         break the framing)
-//	records  zero or more state records, each: length, CRC-32C, JSON
+//	records  zero or more state records, each: length, CRC-32C, JSON; the
+//	         CRC starts from the CRC of the envelope digest, so a record
+//	         is valid only in its own message's file
+//	         then, in a reused file, bytes of an earlier message
 //
-// Files of version 1 ("PHSPOOL1": 32-byte header, CRC-32C instead of the
-// digests, written before 2026-11-23) are still read, so a queue survives
-// the upgrade.
+// Files of version 2 ("PHSPOOL2": the same header, records with a plain
+// CRC-32C; never reused in place) and version 1 ("PHSPOOL1": 32-byte
+// header, CRC-32C instead of the digests), written on 2026-11-23 and
+// before, are still read, so a queue survives the upgrade.
 //
 // A file whose first 8 bytes are zero (or that is shorter and zero) holds
 // no message: Load, Body, History and UpdateRecipients report ErrNotFound,
-// List skips it, Remove leaves it alone, Open deletes it. Any other file
-// that fails the checks is corrupt and is quarantined, never delivered.
+// List skips it, Remove leaves it alone, Open deletes it. So does an intact
+// file whose envelope names another id: a delivered message's file that
+// Finish renamed for reuse, whose header zeroing a power loss undid. Any
+// other file that fails the checks is corrupt and is quarantined, never
+// delivered.
 //
 // # Durability
 //
@@ -35,10 +43,11 @@
 // stable storage. Commit reaches that with one fdatasync, without
 // creating, renaming or fsyncing a directory on the way:
 //
-//  1. Spares. A goroutine keeps empty files ready, each named with a fresh
-//     queue id. It creates them (or takes files of finished messages,
-//     emptied and renamed by Finish) in batches and makes each batch's
-//     names durable with one directory fsync (shared with concurrent
+//  1. Spares. A goroutine keeps files that hold no message ready, each
+//     named with a fresh queue id. It creates them (or takes files of
+//     finished messages, their headers zeroed and renamed by Finish, and
+//     writes those headers out) in batches and makes each batch's names
+//     and headers durable with one directory fsync (shared with concurrent
 //     removals, group commit) before it hands any of them out. Create takes
 //     a spare, so the name of every Writer's file is durable before its
 //     first byte is written. (If the pool is empty, Create makes a file
@@ -50,7 +59,10 @@
 //  3. Commit appends the envelope, writes the header last, and fdatasyncs
 //     the file once: body, envelope, header and the file's size are on
 //     stable storage when it returns nil, and only then does the client
-//     hear 250.
+//     hear 250. In a reused file (step 1), whose blocks the message
+//     overwrites, that fdatasync changes no metadata unless the message
+//     is longer than the file: it writes data and flushes the disk's
+//     cache, without a journal commit.
 //
 // One fdatasync, not two (data, then the header, then again), because the
 // header carries cryptographic digests. An fsync makes a file's dirty
@@ -100,11 +112,16 @@
 //   - Remove unlinks a committed file and waits for a (shared) directory
 //     fsync before it returns; if the unlink is lost the message comes
 //     back with all its state records, which say its recipients are done.
-//   - Finish (a message delivered to every recipient) empties the file,
-//     renames it to a fresh id for the spare pool and does not wait: a
-//     power loss may bring the message back whole under its old name
-//     (delivered again: a duplicate, never a loss) or empty (removed);
-//     the new name only empty (removed). See Finish.
+//   - Finish (a message delivered to every recipient) zeroes the file's
+//     header (empties it, above 128 KiB), renames it to a fresh id for the
+//     spare pool and does not wait: a power loss may bring the message
+//     back whole under its old name (delivered again: a duplicate, never
+//     a loss) or with a zero header (removed); under the new name with a
+//     zero header or, if the zeroing was lost, whole but naming the old
+//     id (removed either way). See Finish.
+//   - A reused spare handed out: its zero header is durable (step 1), so
+//     a message being received into it is uncommitted as above, whatever
+//     of the old message's bytes it has overwritten.
 //   - Open during recovery: removing and quarantining are idempotent.
 //
 // A concurrent List or Load sees a message from the moment its header is
@@ -127,6 +144,7 @@
 package spool
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -452,6 +470,9 @@ func (s *Spool) List() ([]*Envelope, error) {
 		case errors.Is(err, ErrNotFound):
 			continue // removed since ReadDir
 		case errors.Is(err, ErrCorrupt):
+			if _, serr := os.Lstat(s.path(e.Name())); errors.Is(serr, fs.ErrNotExist) {
+				continue // finished and its file reused while read
+			}
 			s.log.Error("spool: skipping corrupt message file", "queue_id", e.Name(), "err", err)
 			continue
 		case err != nil:
@@ -505,8 +526,9 @@ func (s *Spool) BodyOf(env *Envelope) (io.ReadSeekCloser, error) {
 		return nil, err
 	}
 	h, err := readHeader(f, env.ID)
-	if err == nil && h.bodyLen != uint64(env.Size) {
-		// Not the message the envelope describes.
+	if err == nil && (h.bodyLen != uint64(env.Size) || env.envSum != nil && !bytes.Equal(h.envSum, env.envSum)) {
+		// Not the message the envelope describes: finished since, and
+		// the file reused.
 		err = fmt.Errorf("%w: %s", ErrNotFound, env.ID)
 	}
 	if err != nil {
@@ -566,14 +588,16 @@ func (s *Spool) appendRecord(id string, ev Event) error {
 		}
 	}
 	ev.At = time.Now().UTC()
-	rec, err := encodeRecord(ev)
+	rec, err := encodeRecord(p.hdr, ev)
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	if p.size != p.validEnd {
-		// A torn record from a crashed append: cut it off, or the
-		// replay would stop there and never see the records we add.
-		s.log.Warn("spool: truncating torn state record", "queue_id", id, "bytes", p.size-p.validEnd)
+		// A torn record from a crashed append, or the bytes of an
+		// earlier message in a reused file: cut them off, so that
+		// what follows the records we add is never a torn record
+		// that the replay would stop at.
+		s.log.Debug("spool: cutting bytes after the last state record", "queue_id", id, "bytes", p.size-p.validEnd)
 		if err := f.Truncate(p.validEnd); err != nil {
 			return fmt.Errorf("spool: %w", err)
 		}
@@ -597,21 +621,25 @@ func (s *Spool) Remove(id string) error { return s.remove(id, true) }
 // delivered to every recipient, where waiting for a directory fsync per
 // message cost as much disk time as accepting it.
 //
-// The file is not unlinked but recycled: emptied (ftruncate), then renamed
-// to a fresh queue id and given to the spare pool, whose next directory
-// fsync makes the new name durable, and the old one gone, before anybody
-// writes to it. Creating a file per message costs more than the rest of
+// The file is not unlinked but recycled: its header zeroed (a file over
+// 128 KiB is emptied instead), then renamed to a fresh queue id and given
+// to the spare pool, whose next fill makes the zero header and the new
+// name durable, and the old name gone, before anybody writes to it. Creating a file per message costs more than the rest of
 // the file system work together once thousands are deleted per minute
 // (ext4's inode allocator skips recently deleted inodes one by one), and
 // a recycled file needs no inode at all.
 //
-// Crash points: a process crash cannot bring the message back (emptied or
-// renamed when Finish returns). After a power loss, ext4 and XFS replay
-// metadata operations in order, so the rename is durable only with the
-// truncation before it: the old name comes back either holding the whole
-// message (neither was durable: it is delivered again, a duplicate, never
-// a loss, as with Postfix, which unlinks delivered queue files without an
-// fsync either) or empty (removed at recovery); the new name only empty.
+// Crash points: a process crash cannot bring the message back (zeroed and
+// renamed when Finish returns). After a power loss the old name comes back
+// either holding the whole message (the rename was lost: it is delivered
+// again, a duplicate, never a loss, as with Postfix, which unlinks
+// delivered queue files without an fsync either) or with a zero header
+// (removed at recovery); the new name with a zero header or, when the
+// rename survived and the header write did not, holding the whole message
+// under an envelope that names the old id: recovery removes it too,
+// neither delivering it again nor taking it for corrupt. (When the file
+// is emptied instead, ext4 and XFS replay the truncation and the rename
+// in order: the new name only comes back empty.)
 func (s *Spool) Finish(id string) error { return s.remove(id, false) }
 
 func (s *Spool) remove(id string, durable bool) error {
@@ -631,7 +659,7 @@ func (s *Spool) remove(id string, durable bool) error {
 	if err != nil {
 		return err
 	}
-	_, err = readHeader(f, id)
+	h, err := readHeader(f, id)
 	if errors.Is(err, errUncommitted) {
 		// A spare or a message still being received: no message has
 		// this id (yet), and its Writer's file is not ours to delete.
@@ -639,7 +667,7 @@ func (s *Spool) remove(id string, durable bool) error {
 		return nil
 	}
 	s.unverified.Delete(id)
-	if !durable && s.pool.recycle(f, id) {
+	if !durable && s.pool.recycle(f, id, h.fileSize) {
 		return nil
 	}
 	f.Close()

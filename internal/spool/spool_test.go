@@ -313,8 +313,12 @@ func TestTornStateRecordIsIgnoredThenOverwritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A crash in the middle of the next append: half a record.
-	rec, _ := encodeRecord(Event{Recipients: []RecipientUpdate{{Index: 1, RecipientState: RecipientState{Status: Failed}}}})
-	f, _ := os.OpenFile(filepath.Join(root, "queue", id), os.O_WRONLY|os.O_APPEND, 0)
+	f, _ := os.OpenFile(filepath.Join(root, "queue", id), os.O_RDWR|os.O_APPEND, 0)
+	h, err := readHeader(f, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := encodeRecord(h, Event{Recipients: []RecipientUpdate{{Index: 1, RecipientState: RecipientState{Status: Failed}}}})
 	f.Write(rec[:len(rec)/2])
 	f.Close()
 

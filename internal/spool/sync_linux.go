@@ -33,6 +33,32 @@ func fdatasync(f *os.File) error {
 	return nil
 }
 
+// writeOut starts writing f's first n octets to the disk and waits until
+// the device has them, without flushing its cache (sync_file_range): the
+// next fsync of anything on the file system, which flushes the cache,
+// makes them durable. No journal commit.
+func writeOut(f *os.File, n int64) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for {
+			serr = unix.SyncFileRange(int(fd), 0, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+			if !errors.Is(serr, syscall.EINTR) {
+				return
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return &os.PathError{Op: "sync_file_range", Path: f.Name(), Err: serr}
+	}
+	return nil
+}
+
 // renameNoReplace renames old to new unless new exists (fs.ErrExist).
 func renameNoReplace(oldpath, newpath string) error {
 	err := unix.Renameat2(unix.AT_FDCWD, oldpath, unix.AT_FDCWD, newpath, unix.RENAME_NOREPLACE)

@@ -20,3 +20,7 @@ func renameNoReplace(oldpath, newpath string) error {
 func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	return os.OpenFile(name, flag, perm)
 }
+
+// writeOut makes f's first n octets durable (see the Linux version, which
+// only writes them out).
+func writeOut(f *os.File, n int64) error { return fdatasync(f) }

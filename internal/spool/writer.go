@@ -163,16 +163,12 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) (err error) {
 		return fmt.Errorf("spool: commit %s: %w", w.id, err)
 	}
 	envSum := sha256.Sum256(envb)
-	h := header{
-		size:    headerSize,
-		bodyLen: uint64(w.n),
-		envLen:  uint32(len(envb)),
-		envSum:  envSum[:envSumLen],
-		bodySum: w.sum.Sum(nil)[:bodySumLen],
-	}
+	h := newHeader(uint64(w.n), uint32(len(envb)), envSum[:envSumLen], w.sum.Sum(nil)[:bodySumLen])
 	// The header, which is the commit mark, goes last, and one fdatasync
 	// makes body, envelope, header and the file's size durable together
-	// (see Durability in the package doc for why one is enough).
+	// (see Durability in the package doc for why one is enough). A
+	// reused file is not cut to the message's end: bytes of an earlier
+	// message may follow the envelope (see sparePool.recycle).
 	// Serialised with Finish, Remove and appends of the same id.
 	mu := w.s.lockID(w.id)
 	mu.Lock()
