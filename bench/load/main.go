@@ -3,7 +3,7 @@
 // disk's fsync rate. It only ever connects to loopback addresses, and every
 // loop is bounded in count and in time.
 //
-//	load latency -addr 127.0.0.1:2525 -sessions 50 -messages 2000 -size 1024 -rcpt x@bench.test
+//	load latency -addr 127.0.0.1:2525 -sessions 50 -messages 2000 -size 1024 -rcpt x@bench.test [-rate 500]
 //	load idle -addr 127.0.0.1:2525 -sessions 10000 -hold 30s -ready FILE
 //	load fsync -dir DIR
 package main
@@ -133,19 +133,34 @@ func latency(args []string) error {
 	size := fs.Int("size", 1024, "message size in octets")
 	rcpt := fs.String("rcpt", "sink@bench.test", "recipient")
 	limit := fs.Duration("timeout", 120*time.Second, "bound on the whole run")
+	rate := fs.Float64("rate", 0, "messages per second in all, paced (0: each session sends its next message as soon as the last is accepted)")
 	fs.Parse(args)
 	if err := loopbackOnly(*addr); err != nil {
 		return err
+	}
+	if *rate < 0 {
+		return fmt.Errorf("-rate %v: want 0 or more", *rate)
 	}
 	body := makeBody(*size)
 	deadline := time.Now().Add(*limit)
 	var left atomic.Int64
 	left.Store(int64(*messages))
+	// Paced: message k (counted over all sessions) starts at k/rate
+	// seconds, so that the load offered does not depend on how fast the
+	// server answers; a session that falls behind sends at once.
+	var next atomic.Int64
+	start := time.Now()
+	pace := func() {
+		if *rate == 0 {
+			return
+		}
+		due := start.Add(time.Duration(float64(next.Add(1)-1) / *rate * float64(time.Second)))
+		time.Sleep(time.Until(due))
+	}
 	var mu sync.Mutex
 	var lat []time.Duration
 	var firstErr error
 	var wg sync.WaitGroup
-	start := time.Now()
 	for range *sessions {
 		wg.Go(func() {
 			var mine []time.Duration
@@ -159,6 +174,7 @@ func latency(args []string) error {
 					return err
 				}
 				for left.Add(-1) >= 0 && time.Now().Before(deadline) {
+					pace()
 					c.bw.WriteString("MAIL FROM:<load@bench.example>\r\nRCPT TO:<" + *rcpt + ">\r\nDATA\r\n")
 					if err := c.bw.Flush(); err != nil {
 						return err
