@@ -235,17 +235,23 @@ func parseFile(f *os.File, id string) (*parsed, error) {
 	if p.size == p.validEnd {
 		return p, nil
 	}
-	recs := make([]byte, p.size-p.validEnd)
-	if _, err := f.ReadAt(recs, p.validEnd); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("spool: %s: %w", id, err)
-	}
-	for len(recs) >= recPrefix {
-		n := binary.BigEndian.Uint32(recs)
-		if n > maxRecord || int64(n) > int64(len(recs)-recPrefix) {
+	// Read a window at a time: a reused file's tail, up to reuseMax
+	// octets of an earlier message, ends the replay at its first octets.
+	recs := &window{f: f, end: p.size}
+	for p.size-p.validEnd >= recPrefix {
+		pre, err := recs.at(p.validEnd, recPrefix)
+		if err != nil {
+			return nil, fmt.Errorf("spool: %s: %w", id, err)
+		}
+		n, sum := binary.BigEndian.Uint32(pre), binary.BigEndian.Uint32(pre[4:])
+		if n > maxRecord || int64(n) > p.size-p.validEnd-recPrefix {
 			break
 		}
-		body := recs[recPrefix : recPrefix+n]
-		if h.recordSum(body) != binary.BigEndian.Uint32(recs[4:]) {
+		body, err := recs.at(p.validEnd+recPrefix, int64(n))
+		if err != nil {
+			return nil, fmt.Errorf("spool: %s: %w", id, err)
+		}
+		if h.recordSum(body) != sum {
 			break
 		}
 		var ev Event
@@ -257,9 +263,36 @@ func parseFile(f *os.File, id string) (*parsed, error) {
 		}
 		p.events = append(p.events, ev)
 		p.validEnd += int64(recPrefix + n)
-		recs = recs[recPrefix+n:]
 	}
 	return p, nil
+}
+
+// window reads a file through a buffer of at least 4 KiB.
+type window struct {
+	f   *os.File
+	end int64 // the file's size as parsed; nothing is read beyond
+	off int64 // where buf starts in the file
+	buf []byte
+}
+
+// at returns the n octets at off, valid until the next call. Octets the
+// file no longer has (emptied by a concurrent Finish) read as zeros,
+// which fail every record's checks.
+func (w *window) at(off, n int64) ([]byte, error) {
+	if off >= w.off && off+n <= w.off+int64(len(w.buf)) {
+		return w.buf[off-w.off : off-w.off+n], nil
+	}
+	size := min(max(n, 4096), w.end-off)
+	if int64(cap(w.buf)) < size {
+		w.buf = make([]byte, size)
+	}
+	w.buf, w.off = w.buf[:size], off
+	m, err := w.f.ReadAt(w.buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	clear(w.buf[m:])
+	return w.buf[:n], nil
 }
 
 // encodeRecord frames ev as a state record of the message h heads.

@@ -3,10 +3,12 @@ package spool
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -413,5 +415,45 @@ func TestLargeFinishedFileIsEmptiedForReuse(t *testing.T) {
 		if !holdsNoMessage(t, s.path(sp.id)) {
 			t.Errorf("recycled %s has a header", sp.id)
 		}
+	}
+}
+
+// TestManyAndLargeRecordsReplayInOrder: parseFile reads the records a
+// window at a time; records across window edges, and one larger than a
+// window, replay like the others, in a reused file as in a new one.
+func TestManyAndLargeRecordsReplayInOrder(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	big := commit(t, s, bytes.Repeat([]byte("x"), 60000), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	ino := inode(t, s.path(big))
+	if err := s.Finish(big); err != nil {
+		t.Fatal(err)
+	}
+	w := reuse(t, s, ino)
+	w.Write([]byte("small\r\n"))
+	if err := w.Commit(t.Context(), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}}); err != nil {
+		t.Fatal(err)
+	}
+	id := w.ID()
+	for i := 1; i <= 100; i++ {
+		st := RecipientState{Status: Pending, Attempts: i, LastError: fmt.Sprintf("451 4.4.1 attempt %d", i)}
+		if i == 50 {
+			st.LastError = strings.Repeat("long diagnostic ", 1000) // 16 KB record
+		}
+		if err := s.UpdateRecipients(id, RecipientUpdate{Index: 0, RecipientState: st}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hist, err := s.History(id)
+	if err != nil || len(hist) != 100 {
+		t.Fatalf("History: %d records, %v; want 100", len(hist), err)
+	}
+	for i, ev := range hist {
+		if ev.Recipients[0].Attempts != i+1 {
+			t.Fatalf("record %d says attempt %d", i, ev.Recipients[0].Attempts)
+		}
+	}
+	env, err := s.Load(id)
+	if err != nil || env.Recipients[0].Attempts != 100 || env.Recipients[0].LastError != "451 4.4.1 attempt 100" {
+		t.Fatalf("Load: %+v, %v", env, err)
 	}
 }
