@@ -4,6 +4,8 @@
 // loop is bounded in count and in time.
 //
 //	load latency -addr 127.0.0.1:2525 -sessions 50 -messages 2000 -size 1024 -rcpt x@bench.test [-rate 500]
+//	load steps -addr 127.0.0.1:2525 -messages 2000 -size 1024 -rcpt x@bench.test
+//	load null -addr 127.0.0.1:2700 -timeout 60s
 //	load idle -addr 127.0.0.1:2525 -sessions 10000 -hold 30s -ready FILE
 //	load fsync -dir DIR
 package main
@@ -26,13 +28,17 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: load latency|idle|fsync [flags]")
+		fmt.Fprintln(os.Stderr, "usage: load latency|steps|null|idle|fsync [flags]")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "latency":
 		err = latency(os.Args[2:])
+	case "steps":
+		err = steps(os.Args[2:])
+	case "null":
+		err = null(os.Args[2:])
 	case "idle":
 		err = idle(os.Args[2:])
 	case "fsync":
@@ -224,6 +230,140 @@ func latency(args []string) error {
 		fmt.Fprintln(os.Stderr, "load: some sessions failed:", firstErr)
 	}
 	return nil
+}
+
+// steps sends messages one after the other, a new session each, as
+// smtp-source does at one session, and times every step of the dialogue
+// from the client's side: where the time of a one-session message goes.
+// The server's own work is what a step takes beyond the same step against
+// a server that answers at once.
+func steps(args []string) error {
+	fs := flag.NewFlagSet("steps", flag.ExitOnError)
+	addr := fs.String("addr", "", "server IP:port (loopback)")
+	messages := fs.Int("messages", 2000, "messages, one session each")
+	size := fs.Int("size", 1024, "message size in octets")
+	rcpt := fs.String("rcpt", "sink@bench.test", "recipient")
+	limit := fs.Duration("timeout", 120*time.Second, "bound on the whole run")
+	fs.Parse(args)
+	if err := loopbackOnly(*addr); err != nil {
+		return err
+	}
+	body := makeBody(*size)
+	deadline := time.Now().Add(*limit)
+	names := []string{"connect, 220", "EHLO", "MAIL", "RCPT", "DATA, 354", "message, 250", "QUIT, 221"}
+	took := make([][]time.Duration, len(names))
+	start := time.Now()
+	n := 0
+	for ; n < *messages && time.Now().Before(deadline); n++ {
+		t := time.Now()
+		lap := func(i int) {
+			now := time.Now()
+			took[i] = append(took[i], now.Sub(t))
+			t = now
+		}
+		c, err := dial(*addr, netip.Addr{}, deadline)
+		if err != nil {
+			return err
+		}
+		lap(0)
+		for i, step := range []struct {
+			line string
+			code int
+		}{{"EHLO load.bench.example", 250}, {"MAIL FROM:<load@bench.example>", 250}, {"RCPT TO:<" + *rcpt + ">", 250}, {"DATA", 354}} {
+			if err := c.cmd(step.line, step.code); err != nil {
+				c.c.Close()
+				return err
+			}
+			lap(1 + i)
+		}
+		c.bw.Write(body)
+		if err := c.bw.Flush(); err != nil {
+			c.c.Close()
+			return err
+		}
+		if _, err := c.expect(250); err != nil {
+			c.c.Close()
+			return err
+		}
+		lap(5)
+		err = c.cmd("QUIT", 221)
+		c.c.Close()
+		if err != nil {
+			return err
+		}
+		lap(6)
+	}
+	elapsed := time.Since(start)
+	fmt.Printf("messages=%d seconds=%.3f msgs_per_s=%.1f\n", n, elapsed.Seconds(), float64(n)/elapsed.Seconds())
+	var total float64
+	for i, name := range names {
+		d := took[i]
+		slices.Sort(d)
+		var sum time.Duration
+		for _, x := range d {
+			sum += x
+		}
+		mean := float64(sum.Microseconds()) / float64(len(d))
+		total += mean
+		fmt.Printf("%-13s mean_us=%.0f p50_us=%d p90_us=%d\n", name, mean, d[len(d)/2].Microseconds(), d[len(d)*9/10].Microseconds())
+	}
+	fmt.Printf("%-13s mean_us=%.0f\n", "all", total)
+	return nil
+}
+
+// null is an SMTP server that answers every command at once and keeps
+// nothing: against it, `load steps` measures what the dialogue itself
+// costs on this machine (connections, round trips, wakeups), the floor
+// under any MTA's one-session figures. It listens on loopback only and
+// stops after -timeout.
+func null(args []string) error {
+	fs := flag.NewFlagSet("null", flag.ExitOnError)
+	addr := fs.String("addr", "127.0.0.1:2700", "address to listen on (loopback)")
+	limit := fs.Duration("timeout", 60*time.Second, "how long to serve")
+	fs.Parse(args)
+	if err := loopbackOnly(*addr); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	time.AfterFunc(*limit, func() { ln.Close() })
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(*limit))
+			br := bufio.NewReader(c)
+			c.Write([]byte("220 null ESMTP\r\n"))
+			inData := false
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				reply := "250 ok\r\n"
+				switch verb := strings.ToUpper(strings.TrimSpace(line)); {
+				case inData && line != ".\r\n":
+					continue
+				case inData:
+					inData = false
+				case verb == "DATA":
+					inData, reply = true, "354 go on\r\n"
+				case verb == "QUIT":
+					c.Write([]byte("221 bye\r\n"))
+					return
+				}
+				c.Write([]byte(reply))
+			}
+		}()
+	}
 }
 
 // idle opens sessions, says EHLO on each, writes "ready N" to the ready
