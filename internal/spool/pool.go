@@ -130,12 +130,14 @@ func (sp spare) stale() bool { return time.Since(sp.born) > maxSpareAge }
 // could not be recycled: the caller unlinks it.
 //
 // Why not empty every file: a message written over the blocks of an
-// earlier one leaves the file's size and block map as they were, so the
-// fdatasync of its Commit writes data blocks and flushes the disk's
-// cache but commits no journal transaction (95 against 233 µs on the
-// machine of bench/results/2026-11-23-vm.md), and recycling frees no
-// blocks. The old bytes past the new message's end are harmless: records
-// carry a checksum bound to their own message (format version 3).
+// earlier one of at least its length leaves the file's size and block
+// map as they were, so the fdatasync of its Commit writes data blocks
+// and flushes the disk's cache but commits no journal transaction, and
+// recycling frees no blocks (measured: 50 sessions of 1 KB messages,
+// CPU per message 426 -> 362 µs, 2840 -> 3300 msg/s). The old bytes
+// past the new message's end are harmless: records carry a checksum
+// bound to their own message (format version 3), and readers stop at
+// the first octets that fail it.
 func (p *sparePool) recycle(f *os.File, id string, size int64) bool {
 	if p == nil || p.stopping() {
 		return false
@@ -278,24 +280,22 @@ func (p *sparePool) fill(n int, batch []spare) bool {
 		left    atomic.Int64
 		lastErr error
 	)
-	batch = p.takeRecycled(n, batch)
-	reused := len(batch)
-	n -= reused
 	// A recycled file's zeroed header must reach the disk before a new
 	// message is written over the old one: otherwise a power loss could
 	// leave the old header in front of a mix of both messages, which
 	// would read as a corrupt file rather than as a spare. Written out
 	// here, and made durable by the cache flush of the directory fsync
 	// below, which the files wait for anyway.
-	for i := 0; i < reused; i++ {
-		if err := writeOut(batch[i].f, headerSize); err != nil {
+	for _, sp := range p.takeRecycled(n, nil) {
+		if err := writeOut(sp.f, headerSize); err != nil {
 			p.s.log.Warn("spool: cannot write out a recycled message file", "err", err)
-			p.drop(batch[i])
-			batch = append(batch[:i], batch[i+1:]...)
-			reused--
-			i--
+			p.drop(sp)
+			continue
 		}
+		batch = append(batch, sp)
 	}
+	reused := len(batch)
+	n -= reused
 	left.Store(int64(n))
 	for range min(n, createWorkers) {
 		wg.Go(func() {

@@ -12,25 +12,7 @@ import (
 // size and blocks), but not its timestamps: an overwrite inside the file
 // then costs a data write and a cache flush, not a journal commit.
 func fdatasync(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for {
-			serr = syscall.Fdatasync(int(fd))
-			if !errors.Is(serr, syscall.EINTR) {
-				return
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: serr}
-	}
-	return nil
+	return fdCall(f, "fdatasync", syscall.Fdatasync)
 }
 
 // writeOut starts writing f's first n octets to the disk and waits until
@@ -38,6 +20,13 @@ func fdatasync(f *os.File) error {
 // next fsync of anything on the file system, which flushes the cache,
 // makes them durable. No journal commit.
 func writeOut(f *os.File, n int64) error {
+	return fdCall(f, "sync_file_range", func(fd int) error {
+		return unix.SyncFileRange(fd, 0, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	})
+}
+
+// fdCall runs the system call call on f's descriptor, again after EINTR.
+func fdCall(f *os.File, op string, call func(fd int) error) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
@@ -45,7 +34,7 @@ func writeOut(f *os.File, n int64) error {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		for {
-			serr = unix.SyncFileRange(int(fd), 0, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+			serr = call(int(fd))
 			if !errors.Is(serr, syscall.EINTR) {
 				return
 			}
@@ -54,7 +43,7 @@ func writeOut(f *os.File, n int64) error {
 		return err
 	}
 	if serr != nil {
-		return &os.PathError{Op: "sync_file_range", Path: f.Name(), Err: serr}
+		return &os.PathError{Op: op, Path: f.Name(), Err: serr}
 	}
 	return nil
 }
