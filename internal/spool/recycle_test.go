@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-func inode(t *testing.T, path string) uint64 {
+func inode(t testing.TB, path string) uint64 {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -225,7 +225,7 @@ func TestLoadRacingFinishQuarantinesNothing(t *testing.T) {
 
 // reuse returns a Writer on the file whose inode is ino, recycled by a
 // Finish: it takes spares (and aborts them) until the pool hands it out.
-func reuse(t *testing.T, s *Spool, ino uint64) *Writer {
+func reuse(t testing.TB, s *Spool, ino uint64) *Writer {
 	t.Helper()
 	for range 4 * maxSpares {
 		w, err := s.Create()

@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-func openTest(t *testing.T, dir string) *Spool {
+func openTest(t testing.TB, dir string) *Spool {
 	t.Helper()
 	s, err := Open(Options{Dir: dir})
 	if err != nil {
@@ -24,7 +24,7 @@ func openTest(t *testing.T, dir string) *Spool {
 	return s
 }
 
-func commit(t *testing.T, s *Spool, body []byte, env *Envelope) string {
+func commit(t testing.TB, s *Spool, body []byte, env *Envelope) string {
 	t.Helper()
 	w, err := s.Create()
 	if err != nil {
