@@ -21,10 +21,7 @@ import (
 // its SHA-256, and moves the file aside instead of handing it out.
 func TestTornBodyIsQuarantinedAtFirstLoad(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTest(t, dir)
 	body := bytes.Repeat([]byte("a line of the message body\r\n"), 1000) // 28 KB
 	torn := commit(t, s, body, &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
 	whole := commit(t, s, body, &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
@@ -198,10 +195,7 @@ func TestCraftedBodyDefeatsCRCButNotSHA256(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTest(t, dir)
 	id := commit(t, s, body, &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
 	s.Close()
 	f, err := os.OpenFile(filepath.Join(dir, "queue", id), os.O_RDWR, 0)
@@ -221,10 +215,7 @@ func TestCraftedBodyDefeatsCRCButNotSHA256(t *testing.T) {
 // it has and gets new ones in its own format.
 func TestVersion2FilesKeepTheirRecords(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTest(t, dir)
 	id := commit(t, s, []byte("Subject: v2\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}, {Addr: "b@x"}}})
 	s.Close()
 	path := filepath.Join(dir, "queue", id)

@@ -108,10 +108,7 @@ func TestFinishRecyclesTheFileAsASpare(t *testing.T) {
 // messages: a restart removes them and quarantines nothing.
 func TestRecycledFilesAreRemovedAtRecovery(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTest(t, dir)
 	var ids []string
 	for range 5 {
 		ids = append(ids, commit(t, s, []byte("m\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}}))
@@ -196,10 +193,7 @@ func TestBodyOfReadsWhatBodyReads(t *testing.T) {
 // corrupt file, and nothing is quarantined.
 func TestLoadRacingFinishQuarantinesNothing(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTest(t, dir)
 	var ids []string
 	for range 100 {
 		ids = append(ids, commit(t, s, bytes.Repeat([]byte("x"), 10000), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}}))
@@ -319,10 +313,7 @@ func TestReusedFileDoesNotReplayTheOldMessagesRecords(t *testing.T) {
 // to deliver again under a new id, and not a corrupt file either.
 func TestRecycledFileWithItsOldHeaderIsRemovedAtRecovery(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openTest(t, dir)
 	keep := commit(t, s, []byte("Subject: kept\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
 	done := commit(t, s, []byte("Subject: delivered\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
 	whole, err := os.ReadFile(s.path(done))

@@ -42,15 +42,7 @@ func commit(t testing.TB, s *Spool, body []byte, env *Envelope) string {
 func readBody(t *testing.T, s *Spool, id string) []byte {
 	t.Helper()
 	r, err := s.Body(id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	b, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return readAll(t, r, err)
 }
 
 // readBodyOf loads id and reads its message through BodyOf.
@@ -61,6 +53,12 @@ func readBodyOf(t *testing.T, s *Spool, id string) []byte {
 		t.Fatal(err)
 	}
 	r, err := s.BodyOf(env)
+	return readAll(t, r, err)
+}
+
+// readAll reads r, just opened with err, to the end and closes it.
+func readAll(t *testing.T, r io.ReadCloser, err error) []byte {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
