@@ -147,7 +147,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -199,7 +198,7 @@ type Spool struct {
 	syncer  *dirSyncer
 	pool    *sparePool
 	ids     idGen
-	locks   [64]sync.Mutex // per-message serialisation of appends and removal
+	locks   idLocks // per-message serialisation of commit, appends and removal
 	// unverified holds the ids found at Open whose bodies have not been
 	// checked against their digests yet (Load checks them once): a power
 	// loss during a Commit can leave a header on disk with a body that is
@@ -337,12 +336,6 @@ func (s *Spool) FreeSpace() (int64, error) {
 	return int64(st.Bavail) * int64(st.Bsize), nil
 }
 
-func (s *Spool) lockID(id string) *sync.Mutex {
-	h := fnv.New32a()
-	io.WriteString(h, id)
-	return &s.locks[h.Sum32()%uint32(len(s.locks))]
-}
-
 // Load returns the committed envelope of id with every recorded
 // per-recipient update applied. The first Load of a message found at Open
 // also reads its body and checks it against the header's digest: one that
@@ -398,9 +391,7 @@ func (s *Spool) verify(env *Envelope) error {
 // concurrent Finish (or removed) fails a check made without the lock,
 // and is then not corrupt but gone (ErrNotFound).
 func (s *Spool) quarantine(id string, err error, check func() error) error {
-	mu := s.lockID(id)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.locks.lock(id)()
 	if again := check(); !errors.Is(again, ErrCorrupt) {
 		if again == nil {
 			return fmt.Errorf("spool: %s changed while it was read; try again", id)
@@ -563,9 +554,7 @@ func (s *Spool) appendRecord(id string, ev Event) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	mu := s.lockID(id)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.locks.lock(id)()
 
 	f, err := s.openMessage(id, os.O_RDWR)
 	if err != nil {
@@ -649,9 +638,7 @@ func (s *Spool) remove(id string, durable bool) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	mu := s.lockID(id)
-	mu.Lock()
-	defer mu.Unlock()
+	defer s.locks.lock(id)()
 	f, err := s.openMessage(id, os.O_RDWR)
 	if errors.Is(err, ErrNotFound) {
 		return nil

@@ -170,9 +170,7 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) (err error) {
 	// reused file is not cut to the message's end: bytes of an earlier
 	// message may follow the envelope (see sparePool.recycle).
 	// Serialised with Finish, Remove and appends of the same id.
-	mu := w.s.lockID(w.id)
-	mu.Lock()
-	defer mu.Unlock()
+	defer w.s.locks.lock(w.id)()
 	if _, err := w.f.WriteAt(h.marshal(), 0); err != nil {
 		return fmt.Errorf("spool: commit %s: %w", w.id, err)
 	}
