@@ -40,30 +40,42 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // header is the fixed block at the start of every message file.
 type header struct {
-	size    int64 // headerSize, or headerSizeV1: where the body starts
+	version int // 3 (magic), 2 (magicV2) or 1 (magicV1)
 	bodyLen uint64
 	envLen  uint32
 	// Versions 2 and 3: truncated SHA-256 digests; version 1: CRC-32C, big
 	// endian.
 	envSum  []byte
 	bodySum []byte
-	// recSeed starts the CRC-32C of every state record: the CRC of
-	// envSum in version 3, so that a record is valid only in its own
-	// message's file; 0 in versions 1 and 2.
-	recSeed uint32
 
 	fileSize int64 // the file's size when the header was read
 }
 
+// newHeader is the header Commit writes: version 3.
 func newHeader(bodyLen uint64, envLen uint32, envSum, bodySum []byte) header {
-	return header{size: headerSize, bodyLen: bodyLen, envLen: envLen, envSum: envSum, bodySum: bodySum,
-		recSeed: crc32.Checksum(envSum, castagnoli)}
+	return header{version: 3, bodyLen: bodyLen, envLen: envLen, envSum: envSum, bodySum: bodySum}
 }
 
-// recordSum is the checksum of a state record's JSON in this message.
-func (h header) recordSum(js []byte) uint32 { return crc32.Update(h.recSeed, castagnoli, js) }
+// bodyOff is where the body starts: after the header.
+func (h header) bodyOff() int64 {
+	if h.version == 1 {
+		return headerSizeV1
+	}
+	return headerSize
+}
 
-func (h header) envOff() int64 { return h.size + int64(h.bodyLen) }
+// recordSum is the checksum of a state record's JSON in this message. In
+// version 3 it starts from the CRC of the envelope digest, so that a
+// record is valid only in its own message's file; from 0 before.
+func (h header) recordSum(js []byte) uint32 {
+	var seed uint32
+	if h.version >= 3 {
+		seed = crc32.Checksum(h.envSum, castagnoli)
+	}
+	return crc32.Update(seed, castagnoli, js)
+}
+
+func (h header) envOff() int64 { return h.bodyOff() + int64(h.bodyLen) }
 func (h header) recOff() int64 { return h.envOff() + int64(h.envLen) }
 
 // marshal encodes a version 3 header (version 2's is the same but for
@@ -88,7 +100,7 @@ func (h header) marshal() []byte {
 
 // bodyHash returns the hash that h.bodySum is a sum of.
 func (h header) bodyHash() hash.Hash {
-	if h.size == headerSizeV1 {
+	if h.version == 1 {
 		return crc32.New(castagnoli)
 	}
 	return sha256.New()
@@ -96,7 +108,7 @@ func (h header) bodyHash() hash.Hash {
 
 // envOK reports whether envb is the envelope h describes.
 func (h header) envOK(envb []byte) bool {
-	if h.size == headerSizeV1 {
+	if h.version == 1 {
 		return crc32.Checksum(envb, castagnoli) == binary.BigEndian.Uint32(h.envSum)
 	}
 	sum := sha256.Sum256(envb)
@@ -146,7 +158,7 @@ func readHeader(f *os.File, id string) (header, error) {
 		h = newHeader(binary.BigEndian.Uint64(b[8:]), binary.BigEndian.Uint32(b[16:]),
 			bytes.Clone(b[20:20+envSumLen]), bytes.Clone(b[36:36+bodySumLen]))
 		if v == magicV2 {
-			h.recSeed = 0
+			h.version = 2
 		}
 	case magicV1:
 		if n < headerSizeV1 {
@@ -156,7 +168,7 @@ func readHeader(f *os.File, id string) (header, error) {
 			return header{}, corrupt(id, "header checksum mismatch")
 		}
 		h = header{
-			size:    headerSizeV1,
+			version: 1,
 			bodyLen: binary.BigEndian.Uint64(b[8:]),
 			envLen:  binary.BigEndian.Uint32(b[16:]),
 			envSum:  bytes.Clone(b[20:24]),
@@ -329,7 +341,7 @@ func newBodyReader(f *os.File, h header, prepend string) *bodyReader {
 	return &bodyReader{
 		f:        f,
 		prepend:  prepend,
-		sr:       io.NewSectionReader(f, h.size, int64(h.bodyLen)),
+		sr:       io.NewSectionReader(f, h.bodyOff(), int64(h.bodyLen)),
 		want:     h.bodySum,
 		sum:      h.bodyHash(),
 		checking: true,

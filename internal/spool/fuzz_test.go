@@ -112,7 +112,7 @@ func fixChecksums(b []byte) {
 	binary.BigEndian.PutUint32(b[60:], crc32.Checksum(b[:60], castagnoli))
 	h := newHeader(bodyLen, uint32(envLen), envSum[:envSumLen], bodySum[:bodySumLen])
 	if string(b[:len(magic)]) == magicV2 {
-		h.recSeed = 0
+		h.version = 2
 	}
 	for off := envOff + envLen; off+recPrefix <= uint64(len(b)); {
 		n := uint64(binary.BigEndian.Uint32(b[off:]))
