@@ -15,18 +15,10 @@ import (
 // against them with the sender's own verification (internal/dane: DANE-EE
 // on the key alone, DANE-TA with the chain and the reference names).
 func checkDANE(ctx context.Context, r dns.Resolver, h *HostReport, d *DomainReport) {
-	var (
-		recs []dns.TLSA
-		res  dns.Result
-		err  error
-		base string
-	)
-	for _, base = range dane.TLSABases(ctx, r, h.Host) {
-		recs, res, err = r.LookupTLSA(ctx, 25, "tcp", base)
-		if err == nil && len(recs) > 0 || err != nil && !dns.IsNotFound(err) {
-			break
-		}
-	}
+	// Not secure-only: the report says what is published and whether it
+	// is signed.
+	f := dane.Lookup(ctx, r, h.Host, false)
+	recs, res, err, base := f.Records, f.Result, f.Err, f.Base
 	name := "_25._tcp." + base
 	names := dane.ReferenceNames(base, h.Host)
 	d.DNSSEC["TLSA "+name] = res.Authentic

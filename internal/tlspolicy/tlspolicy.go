@@ -255,19 +255,14 @@ func (p *Policies) hostDANE(ctx context.Context, host string) hostDANE {
 	if err != nil || !res.Authentic {
 		return hostDANE{}
 	}
-	for _, base := range dane.TLSABases(ctx, p.o.Resolver, host) {
-		recs, res, err := p.o.Resolver.LookupTLSA(ctx, 25, "tcp", base)
-		switch {
-		case err != nil && dns.IsNotFound(err):
-			continue
-		case err != nil:
-			return hostDANE{err: fmt.Errorf("TLSA look-up for %s failed (its addresses are DNSSEC-signed, so it may not be used without): %w", base, err)}
-		case !res.Authentic || len(recs) == 0:
-			continue
-		}
-		return hostDANE{recs: recs, names: dane.ReferenceNames(base, host)}
+	f := dane.Lookup(ctx, p.o.Resolver, host, true)
+	switch {
+	case f.Err != nil && !dns.IsNotFound(f.Err):
+		return hostDANE{err: fmt.Errorf("TLSA look-up for %s failed (its addresses are DNSSEC-signed, so it may not be used without): %w", f.Base, f.Err)}
+	case f.Err != nil || len(f.Records) == 0:
+		return hostDANE{}
 	}
-	return hostDANE{}
+	return hostDANE{recs: f.Records, names: dane.ReferenceNames(f.Base, host)}
 }
 
 // Outcome implements outbound.TLSOutcomeFunc: it counts the session for
