@@ -285,8 +285,13 @@ func (p *sparePool) fill(n int, batch []spare) bool {
 	// leave the old header in front of a mix of both messages, which
 	// would read as a corrupt file rather than as a spare. Written out
 	// here, and made durable by the cache flush of the directory fsync
-	// below, which the files wait for anyway.
-	for _, sp := range p.takeRecycled(n, nil) {
+	// below, which the files wait for anyway. All the writes are
+	// started before the first is waited for.
+	recycled := p.takeRecycled(n, nil)
+	for _, sp := range recycled {
+		startWriteOut(sp.f, headerSize) // an error shows again in writeOut
+	}
+	for _, sp := range recycled {
 		if err := writeOut(sp.f, headerSize); err != nil {
 			p.s.log.Warn("spool: cannot write out a recycled message file", "err", err)
 			p.drop(sp)
