@@ -134,6 +134,10 @@ var (
 	ErrBroken = errors.New("outbound: connection unusable after an earlier error")
 	// ErrBadCommand: a command argument would contain CR or LF.
 	ErrBadCommand = errors.New("outbound: command argument contains CR or LF")
+	// ErrStale: the RSET that Send put in front of a transaction on a
+	// reused connection (ResetFirst) got no 250. Nothing of the
+	// transaction took effect: it may be tried again on a new connection.
+	ErrStale = errors.New("outbound: reused connection no longer usable")
 )
 
 // ReplyError is a reply that refused what the client asked.
@@ -168,6 +172,7 @@ type Client struct {
 	// connection: the data block timeout.
 	writeTimeout time.Duration
 	created      time.Time
+	resetFirst   bool // the next Send begins with RSET (ResetFirst)
 }
 
 // connWriter writes to the client's current connection (which changes
@@ -448,6 +453,19 @@ func (c *Client) Reset(ctx context.Context) error {
 	return nil
 }
 
+// ResetFirst prepares a connection taken from the pool for its next
+// transaction. With PIPELINING the next Send puts an RSET in front of its
+// MAIL, in the same write, and reports ErrStale when the connection turns
+// out to be dead or refuses the RSET: one round trip for both the check
+// and the transaction. Without PIPELINING it sends RSET now (Reset).
+func (c *Client) ResetFirst(ctx context.Context) error {
+	if !c.ext.Pipelining {
+		return c.Reset(ctx)
+	}
+	c.resetFirst = true
+	return nil
+}
+
 // Quit sends QUIT, waits for the reply and closes the connection.
 func (c *Client) Quit(ctx context.Context) error {
 	var err error
@@ -482,9 +500,9 @@ type Response struct {
 	Reply   smtp.Reply
 }
 
-// Send runs one transaction: MAIL, RCPT for each recipient (all in one
-// write when the server offers PIPELINING, RFC 2920), DATA and the
-// message. It returns one Response per recipient, in order. A refusing
+// Send runs one transaction: MAIL, RCPT for each recipient and DATA
+// (all in one write when the server offers PIPELINING, RFC 2920), then
+// the message. It returns one Response per recipient, in order. A refusing
 // reply is not an error; the error is about the connection (network,
 // timeout, protocol) and then the recipients without a reply have Code 0.
 // After Send the connection is ready for another transaction, unless it
@@ -521,14 +539,37 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 		}
 	}
 
-	var mailReply smtp.Reply
+	var mailReply, dataReply smtp.Reply
 	accepted := 0
 	if c.ext.Pipelining {
+		// DATA may end a group and RSET may stand anywhere in one (RFC
+		// 2920 3.1): one round trip up to the 354.
+		resetFirst := c.resetFirst
+		c.resetFirst = false
+		if resetFirst {
+			c.queue("RSET")
+		}
 		for _, l := range lines {
 			c.queue(l)
 		}
+		c.queue("DATA")
 		if err := c.flush(ctx, to.Mail); err != nil {
+			if resetFirst {
+				err = fmt.Errorf("%w: %w", ErrStale, err)
+			}
 			return res, err
+		}
+		if resetFirst {
+			r, err := c.read(ctx, c.o.Timeouts.Command)
+			if err == nil && r.Code != 250 {
+				// Whatever the server makes of the rest of the group,
+				// the connection goes before any message data: nothing
+				// is delivered without its final dot.
+				err = c.fail(&ReplyError{Command: "RSET", Reply: r})
+			}
+			if err != nil {
+				return res, fmt.Errorf("%w: %w", ErrStale, err)
+			}
 		}
 		r, err := c.read(ctx, to.Mail)
 		if err != nil {
@@ -545,13 +586,26 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 				accepted++
 			}
 		}
-		if !ok(mailReply) {
-			// The RCPT replies are 503s about the missing MAIL; the
-			// MAIL reply is the one that says why.
-			for i := range res {
-				res[i] = Response{Command: "MAIL FROM", Reply: mailReply}
+		if dataReply, err = c.read(ctx, to.DataInit); err != nil {
+			return res, err
+		}
+		if !ok(mailReply) || accepted == 0 {
+			if !ok(mailReply) {
+				// The RCPT replies are 503s about the missing MAIL;
+				// the MAIL reply is the one that says why.
+				for i := range res {
+					res[i] = Response{Command: "MAIL FROM", Reply: mailReply}
+				}
 			}
-			return res, nil
+			if dataReply.Code == 354 {
+				// A server that says go ahead with nobody to deliver
+				// to gets an empty message, which it cannot deliver
+				// (RFC 2920 3.1); its reply does not matter.
+				return res, c.endEmptyData(ctx)
+			}
+			if !ok(mailReply) {
+				return res, nil
+			}
 		}
 	} else {
 		r, err := c.cmd(ctx, to.Mail, lines[0])
@@ -578,9 +632,12 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 		return res, c.Reset(ctx)
 	}
 
-	r, err := c.cmd(ctx, to.DataInit, "DATA")
-	if err != nil {
-		return res, err
+	r := dataReply
+	if !c.ext.Pipelining {
+		var err error
+		if r, err = c.cmd(ctx, to.DataInit, "DATA"); err != nil {
+			return res, err
+		}
 	}
 	if r.Code/100 == 2 || r.Code/100 == 3 && r.Code != 354 {
 		// Neither go-ahead nor refusal: the dialog is out of step.
@@ -633,4 +690,16 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 		res[i] = Response{Command: "end of DATA", Reply: r}
 	}
 	return res, nil
+}
+
+// endEmptyData ends with a lone dot a DATA that a server accepted although
+// no recipient was (RFC 2920 3.1) and reads the reply, which says nothing
+// about any recipient.
+func (c *Client) endEmptyData(ctx context.Context) error {
+	c.queue(".")
+	if err := c.flush(ctx, c.o.Timeouts.DataBlock); err != nil {
+		return err
+	}
+	_, err := c.read(ctx, c.o.Timeouts.DataFinal)
+	return err
 }

@@ -446,16 +446,28 @@ hosts:
 				break hosts
 			}
 			ap := netip.AddrPortFrom(a, uint16(port))
-			s, detail := g.session(host, ap, hpol)
+			s, detail := g.session(host, ap, hpol, true)
+			for s != nil {
+				g.noteTLS(s)
+				pending = g.transact(s, pending)
+				g.d.done(s)
+				if !s.stale {
+					if s.reused {
+						g.report(s.tls, true)
+					}
+					break
+				}
+				// A pooled connection that died while idle: nothing
+				// was sent, so once more on a new one.
+				d.log.Debug("reused connection no longer usable; connecting again", "id", g.m.env.ID, "server", s.where(), "err", errText(s.c.Err()))
+				s, detail = g.session(host, ap, hpol, false)
+			}
 			if s == nil {
 				g.onlyReqTLS = false
 				setAll(detail)
 				continue
 			}
 			sessions++
-			g.noteTLS(s)
-			pending = g.transact(s, pending)
-			g.d.done(s)
 			if len(pending) == 0 || sessions >= d.o.MaxSessions {
 				break hosts
 			}
@@ -545,28 +557,31 @@ type sess struct {
 	host string
 	ip   string
 	tls  TLSOutcome // how the connection was set up
+	// reused: taken from the pool; stale: its transaction found it dead
+	// (ErrStale) before anything took effect.
+	reused, stale bool
 }
 
 func (s *sess) where() string { return s.host + "[" + s.ip + "]" }
 
-// session returns a connection to host at ap: an idle one when the pool
-// has one that still answers RSET, else a new one. On failure it returns
-// the detail to record.
-func (g *group) session(host string, ap netip.AddrPort, pol TLSPolicy) (*sess, string) {
+// session returns a connection to host at ap: with usePool an idle one
+// when the pool has one (checked with an RSET, in front of the first
+// transaction when the server pipelines: Client.ResetFirst), else a new
+// one. On failure it returns the detail to record.
+func (g *group) session(host string, ap netip.AddrPort, pol TLSPolicy, usePool bool) (*sess, string) {
 	d := g.d
 	key := poolKey{addr: ap, host: strings.ToLower(host), level: pol.Level, policy: pol.Source + "|" + strings.Join(pol.Names, ",")}
 	if sh := d.o.Smarthost; sh != nil {
 		key.user = sh.Username
 	}
-	for {
+	for usePool {
 		c := d.pool.get(key)
 		if c == nil {
 			break
 		}
-		if err := c.Reset(g.ctx()); err == nil {
-			s := &sess{c: c, key: key, host: host, ip: ap.Addr().String()}
+		if err := c.ResetFirst(g.ctx()); err == nil {
+			s := &sess{c: c, key: key, host: host, ip: ap.Addr().String(), reused: true}
 			s.tls = TLSOutcome{Domain: g.domain, Host: host, IP: s.ip, Policy: pol, Offered: c.Extensions().StartTLS, State: c.TLS()}
-			g.report(s.tls, true)
 			return s, ""
 		}
 		c.Close()
@@ -815,6 +830,10 @@ func (g *group) transact(s *sess, pending []int) []int {
 		msg.Body = body
 		resps, err := s.c.Send(ctx, msg)
 		body.Close()
+		if errors.Is(err, ErrStale) {
+			s.stale = true
+			return append(append(still, chunk...), pending...)
+		}
 		for i, p := range chunk {
 			r := resps[i]
 			switch {

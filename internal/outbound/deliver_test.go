@@ -308,7 +308,7 @@ func TestHELOFallbackWithoutPipelining(t *testing.T) {
 	}
 }
 
-func TestPipeliningSendsMailAndRcptsInOneWrite(t *testing.T) {
+func TestPipeliningSendsMailRcptsAndDataInOneWrite(t *testing.T) {
 	port, lns := listenSamePort(t, "127.0.0.2")
 	f := &fake{}
 	f.serve(t, lns[0])
@@ -320,7 +320,7 @@ func TestPipeliningSendsMailAndRcptsInOneWrite(t *testing.T) {
 	defer f.mu.Unlock()
 	for _, c := range f.chunks {
 		if strings.HasPrefix(c, "MAIL FROM:") {
-			want := "MAIL FROM:<a@posthorn.test> SIZE=" + itoa(len(plainMsg)) + "\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\nRCPT TO:<d@example.net>\r\n"
+			want := "MAIL FROM:<a@posthorn.test> SIZE=" + itoa(len(plainMsg)) + "\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\nRCPT TO:<d@example.net>\r\nDATA\r\n"
 			if c != want {
 				t.Fatalf("the read with MAIL was %q, want %q", c, want)
 			}
@@ -328,6 +328,47 @@ func TestPipeliningSendsMailAndRcptsInOneWrite(t *testing.T) {
 		}
 	}
 	t.Fatalf("no read began with MAIL: %q", f.chunks)
+}
+
+// With DATA in the pipelined group, a transaction whose recipients were
+// all refused still ends cleanly: a server that refuses the DATA gets an
+// RSET (MAIL was accepted), one that refused MAIL nothing more, and one
+// that says 354 anyway a lone dot, never the message (RFC 2920 3.1). The
+// connection serves the next message either way.
+func TestPipelinedDataWithNoRecipientAccepted(t *testing.T) {
+	refuse := func(string) string { return "550 5.1.1 no such user" }
+	for name, c := range map[string]struct {
+		f        *fake
+		want     queue.Status
+		wantCmds []string // in this order on connection 1, after the refused RCPT
+	}{
+		"DATA refused":  {&fake{Rcpt: refuse}, queue.Failed, []string{"1: DATA", "1: RSET"}},
+		"MAIL refused":  {&fake{Mail: "553 5.7.1 sender refused"}, queue.Failed, []string{"1: DATA", "1: QUIT"}},
+		"DATA accepted": {&fake{Rcpt: refuse, DataAlways: true}, queue.Failed, []string{"1: DATA", "1: QUIT"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			port, lns := listenSamePort(t, "127.0.0.2")
+			c.f.serve(t, lns[0])
+			r := dnstest.NewResolver(dnstest.Zone{"example.net": {A: []string{"127.0.0.2"}}})
+			d := newDeliverer(t, testOptions(t, r, port))
+			out := deliver(d, env("a@posthorn.test", plainMsg, "b@example.net"), plainMsg)
+			wantStatus(t, out, c.want)
+			d.Close()
+			cmds := c.f.commands()
+			i := slices.Index(cmds, "1: RCPT TO:<b@example.net>")
+			if i < 0 || !slices.Equal(cmds[i+1:min(len(cmds), i+1+len(c.wantCmds))], c.wantCmds) {
+				t.Errorf("commands %q, want %q after the RCPT", cmds, c.wantCmds)
+			}
+			for _, m := range c.f.messages() {
+				if m.Body != "" {
+					t.Errorf("the message was sent although no recipient was accepted: %+v", m)
+				}
+			}
+			if c.f.DataAlways && !slices.Contains(c.f.chunks, ".\r\n") {
+				t.Errorf("the 354 was not ended with a lone dot: %q", c.f.chunks)
+			}
+		})
+	}
 }
 
 func TestSizeLimitOfServerFailsWithoutSending(t *testing.T) {
@@ -696,6 +737,74 @@ func TestConnectionNotReusedAfterServerHungUp(t *testing.T) {
 	wantStatus(t, deliver(d, env("a@posthorn.test", plainMsg, "b@example.net"), plainMsg), queue.Delivered)
 	if f.connCount() != 2 {
 		t.Errorf("%d connections, want 2", f.connCount())
+	}
+}
+
+// A connection from the pool is checked with an RSET that goes in the
+// same write as the next transaction when the server pipelines, and on
+// its own when it does not.
+func TestReusedConnectionChecksWithRSET(t *testing.T) {
+	for name, c := range map[string]struct {
+		ext  []string
+		want string // what a Read on connection 1 begins with
+	}{
+		"pipelining":    {nil, "RSET\r\nMAIL FROM:<a@posthorn.test>"},
+		"no pipelining": {[]string{"8BITMIME"}, "RSET\r\n"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			port, lns := listenSamePort(t, "127.0.0.2")
+			f := &fake{Ext: c.ext}
+			f.serve(t, lns[0])
+			r := dnstest.NewResolver(dnstest.Zone{"example.net": {A: []string{"127.0.0.2"}}})
+			o := testOptions(t, r, port)
+			o.IdleTimeout = 1 << 40
+			d := newDeliverer(t, o)
+			for range 2 {
+				wantStatus(t, deliver(d, env("a@posthorn.test", plainMsg, "b@example.net"), plainMsg), queue.Delivered)
+			}
+			if f.connCount() != 1 || len(f.messages()) != 2 {
+				t.Fatalf("%d messages over %d connections, want 2 over 1", len(f.messages()), f.connCount())
+			}
+			if !f.chunk(c.want) {
+				t.Errorf("no read began with %q", c.want)
+			}
+			if c.ext != nil && f.chunk("RSET\r\nMAIL") {
+				t.Errorf("RSET pipelined to a server without PIPELINING")
+			}
+		})
+	}
+}
+
+// A pooled connection that the server closed, or whose RSET it refuses
+// (421 after an idle timeout), is replaced by a new connection within the
+// same attempt: the message is delivered once, not deferred.
+func TestReusedConnectionFoundDeadIsReplaced(t *testing.T) {
+	for name, f := range map[string]*fake{
+		"closed by the server": {HangUp: true},
+		"RSET refused":         {Rset: "421 4.4.2 idle too long, closing"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			port, lns := listenSamePort(t, "127.0.0.2")
+			f.serve(t, lns[0])
+			r := dnstest.NewResolver(dnstest.Zone{"example.net": {A: []string{"127.0.0.2"}}})
+			o := testOptions(t, r, port)
+			o.IdleTimeout = 1 << 40
+			d := newDeliverer(t, o)
+			for i := range 2 {
+				e := env("a@posthorn.test", plainMsg, "b@example.net")
+				e.ID = "M" + itoa(i)
+				wantStatus(t, deliver(d, e, plainMsg), queue.Delivered)
+			}
+			msgs := f.messages()
+			if len(msgs) != 2 || f.connCount() != 2 {
+				t.Fatalf("%d messages over %d connections, want 2 over 2: %+v", len(msgs), f.connCount(), msgs)
+			}
+			for _, m := range msgs {
+				if m.Body == "" || len(m.Rcpts) != 1 {
+					t.Errorf("message %+v", m)
+				}
+			}
+		})
 	}
 }
 

@@ -86,10 +86,15 @@ type fake struct {
 	TLS      *tls.Config
 	Mail     string                   // reply to MAIL; default 250
 	Rcpt     func(addr string) string // reply to RCPT; default 250
-	Data     string                   // reply to DATA; default 354
-	Final    string                   // reply after the dot; default 250
-	NoFinal  bool                     // never answer after the dot
-	Users    map[string]string        // AUTH PLAIN accounts; nil: no AUTH
+	Data     string                   // reply to DATA; default 354 (503 or 554 without MAIL or recipients)
+	// DataAlways answers DATA with 354 even without MAIL or recipients,
+	// as a broken server might.
+	DataAlways bool
+	Final      string            // reply after the dot; default 250
+	NoFinal    bool              // never answer after the dot
+	HangUp     bool              // close the connection after answering the dot
+	Rset       string            // reply to RSET; default 250
+	Users      map[string]string // AUTH PLAIN accounts; nil: no AUTH
 
 	mu     sync.Mutex
 	conns  int
@@ -218,7 +223,11 @@ func (f *fake) session(t *testing.T, c net.Conn, n int) {
 		case "MAIL":
 			from, params, _ := strings.Cut(strings.TrimPrefix(arg, "FROM:"), " ")
 			cur = &fakeMsg{From: strings.Trim(from, "<>"), Params: params, TLS: tlsOn, Auth: auth, Conn: n}
-			w(def(f.Mail, "250 2.1.0 ok") + "\r\n")
+			r := def(f.Mail, "250 2.1.0 ok")
+			if !strings.HasPrefix(r, "2") {
+				cur = nil
+			}
+			w(r + "\r\n")
 		case "RCPT":
 			to, params, _ := strings.Cut(strings.TrimPrefix(arg, "TO:"), " ")
 			to = strings.Trim(to, "<>")
@@ -232,6 +241,13 @@ func (f *fake) session(t *testing.T, c net.Conn, n int) {
 			w(r + "\r\n")
 		case "DATA":
 			d := def(f.Data, "354 go ahead")
+			switch {
+			case f.DataAlways:
+			case cur == nil:
+				d = "503 5.5.1 need MAIL first"
+			case len(cur.Rcpts) == 0:
+				d = "554 5.5.1 no valid recipients"
+			}
 			w(d + "\r\n")
 			if !strings.HasPrefix(d, "354") {
 				continue
@@ -260,9 +276,12 @@ func (f *fake) session(t *testing.T, c net.Conn, n int) {
 			}
 			cur = nil
 			w(def(f.Final, "250 2.0.0 queued") + "\r\n")
+			if f.HangUp {
+				return
+			}
 		case "RSET":
 			cur = nil
-			w("250 2.0.0 ok\r\n")
+			w(def(f.Rset, "250 2.0.0 ok") + "\r\n")
 		case "NOOP":
 			w("250 2.0.0 ok\r\n")
 		case "QUIT":
@@ -284,6 +303,13 @@ func (f *fake) connCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.conns
+}
+
+// chunk reports whether some Read from the client began with prefix.
+func (f *fake) chunk(prefix string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.ContainsFunc(f.chunks, func(c string) bool { return strings.HasPrefix(c, prefix) })
 }
 
 func (f *fake) commands() []string {
