@@ -6,6 +6,7 @@
 //	load latency -addr 127.0.0.1:2525 -sessions 50 -messages 2000 -size 1024 -rcpt x@bench.test [-rate 500]
 //	load steps -addr 127.0.0.1:2525 -messages 2000 -size 1024 -rcpt x@bench.test
 //	load null -addr 127.0.0.1:2700 -timeout 60s
+//	load delay -listen 127.0.0.1:2701 -to 127.0.0.1:2600 -delay 5ms -timeout 60s
 //	load idle -addr 127.0.0.1:2525 -sessions 10000 -hold 30s -ready FILE
 //	load fsync -dir DIR
 package main
@@ -28,7 +29,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: load latency|steps|null|idle|fsync [flags]")
+		fmt.Fprintln(os.Stderr, "usage: load latency|steps|null|delay|idle|fsync [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -39,6 +40,8 @@ func main() {
 		err = steps(os.Args[2:])
 	case "null":
 		err = null(os.Args[2:])
+	case "delay":
+		err = delay(os.Args[2:])
 	case "idle":
 		err = idle(os.Args[2:])
 	case "fsync":
@@ -494,4 +497,94 @@ func fsyncRate(args []string) error {
 	crate := float64(m) / time.Since(start).Seconds()
 	fmt.Printf("fsync_per_s=%.0f fsync_us=%.0f commit_per_s=%.0f commit_us=%.0f\n", rate, 1e6/rate, crate, 1e6/crate)
 	return nil
+}
+
+// delay is a TCP relay that holds every chunk of data for the given time
+// before passing it on, in both directions: a next hop twice that many
+// milliseconds away, for measuring what round trips cost a relaying MTA.
+// Order and content are kept; each direction has its own queue, so
+// delays do not add up along a stream.
+func delay(args []string) error {
+	fs := flag.NewFlagSet("delay", flag.ExitOnError)
+	listen := fs.String("listen", "127.0.0.1:2701", "address to listen on (loopback)")
+	to := fs.String("to", "127.0.0.1:2600", "address to relay to (loopback)")
+	d := fs.Duration("delay", 5*time.Millisecond, "one-way delay")
+	limit := fs.Duration("timeout", 60*time.Second, "how long to serve")
+	fs.Parse(args)
+	for _, a := range []string{*listen, *to} {
+		if err := loopbackOnly(a); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	time.AfterFunc(*limit, func() { ln.Close() })
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go func() {
+			s, err := net.DialTimeout("tcp", *to, 5*time.Second)
+			if err != nil {
+				c.Close()
+				return
+			}
+			deadline := time.Now().Add(*limit)
+			c.SetDeadline(deadline)
+			s.SetDeadline(deadline)
+			var wg sync.WaitGroup
+			wg.Go(func() { delayCopy(s, c, *d) })
+			delayCopy(c, s, *d)
+			wg.Wait()
+			c.Close()
+			s.Close()
+		}()
+	}
+}
+
+// delayCopy copies src to dst, each chunk d after it was read, and closes
+// dst's writing side at src's end; it returns when all is written.
+func delayCopy(dst, src net.Conn, d time.Duration) {
+	type chunk struct {
+		b  []byte
+		at time.Time
+	}
+	q := make(chan chunk, 4096)
+	done := make(chan struct{})
+	defer func() { <-done }()
+	go func() {
+		defer close(done)
+		defer func() {
+			if tc, ok := dst.(*net.TCPConn); ok {
+				tc.CloseWrite()
+			} else {
+				dst.Close()
+			}
+		}()
+		for c := range q {
+			time.Sleep(time.Until(c.at))
+			if _, err := dst.Write(c.b); err != nil {
+				for range q {
+				}
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			q <- chunk{slices.Clone(buf[:n]), time.Now().Add(d)}
+		}
+		if err != nil {
+			close(q)
+			return
+		}
+	}
 }
