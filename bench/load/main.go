@@ -324,49 +324,30 @@ func null(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:2700", "address to listen on (loopback)")
 	limit := fs.Duration("timeout", 60*time.Second, "how long to serve")
 	fs.Parse(args)
-	if err := loopbackOnly(*addr); err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return err
-	}
-	time.AfterFunc(*limit, func() { ln.Close() })
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
+	return serveFor(*addr, *limit, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		c.Write([]byte("220 null ESMTP\r\n"))
+		inData := false
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
 			}
-			return err
+			reply := "250 ok\r\n"
+			switch verb := strings.ToUpper(strings.TrimSpace(line)); {
+			case inData && line != ".\r\n":
+				continue
+			case inData:
+				inData = false
+			case verb == "DATA":
+				inData, reply = true, "354 go on\r\n"
+			case verb == "QUIT":
+				c.Write([]byte("221 bye\r\n"))
+				return
+			}
+			c.Write([]byte(reply))
 		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(*limit))
-			br := bufio.NewReader(c)
-			c.Write([]byte("220 null ESMTP\r\n"))
-			inData := false
-			for {
-				line, err := br.ReadString('\n')
-				if err != nil {
-					return
-				}
-				reply := "250 ok\r\n"
-				switch verb := strings.ToUpper(strings.TrimSpace(line)); {
-				case inData && line != ".\r\n":
-					continue
-				case inData:
-					inData = false
-				case verb == "DATA":
-					inData, reply = true, "354 go on\r\n"
-				case verb == "QUIT":
-					c.Write([]byte("221 bye\r\n"))
-					return
-				}
-				c.Write([]byte(reply))
-			}
-		}()
-	}
+	})
 }
 
 // idle opens sessions, says EHLO on each, writes "ready N" to the ready
@@ -511,16 +492,35 @@ func delay(args []string) error {
 	d := fs.Duration("delay", 5*time.Millisecond, "one-way delay")
 	limit := fs.Duration("timeout", 60*time.Second, "how long to serve")
 	fs.Parse(args)
-	for _, a := range []string{*listen, *to} {
-		if err := loopbackOnly(a); err != nil {
-			return err
-		}
+	if err := loopbackOnly(*to); err != nil {
+		return err
 	}
-	ln, err := net.Listen("tcp", *listen)
+	return serveFor(*listen, *limit, func(c net.Conn) {
+		s, err := net.DialTimeout("tcp", *to, 5*time.Second)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		s.SetDeadline(time.Now().Add(*limit))
+		var wg sync.WaitGroup
+		wg.Go(func() { delayCopy(s, c, *d) })
+		delayCopy(c, s, *d)
+		wg.Wait()
+	})
+}
+
+// serveFor listens on the loopback address addr for limit and runs handle
+// on each connection in a goroutine of its own; handle's connection has
+// limit as its deadline and is closed after handle returns.
+func serveFor(addr string, limit time.Duration, handle func(net.Conn)) error {
+	if err := loopbackOnly(addr); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	time.AfterFunc(*limit, func() { ln.Close() })
+	time.AfterFunc(limit, func() { ln.Close() })
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -530,20 +530,9 @@ func delay(args []string) error {
 			return err
 		}
 		go func() {
-			s, err := net.DialTimeout("tcp", *to, 5*time.Second)
-			if err != nil {
-				c.Close()
-				return
-			}
-			deadline := time.Now().Add(*limit)
-			c.SetDeadline(deadline)
-			s.SetDeadline(deadline)
-			var wg sync.WaitGroup
-			wg.Go(func() { delayCopy(s, c, *d) })
-			delayCopy(c, s, *d)
-			wg.Wait()
-			c.Close()
-			s.Close()
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(limit))
+			handle(c)
 		}()
 	}
 }
