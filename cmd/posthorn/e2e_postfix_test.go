@@ -546,4 +546,16 @@ func TestPosthornDeliversToPostfix(t *testing.T) {
 	}
 	pf.waitMaillog(`TLS connection established from \S*\[127\.0\.0\.1\]: TLSv1\.[23]`)
 	pf.waitMaillog(`to=<bob@pf\.example>, relay=virtual, .*status=sent \(delivered to maildir\)`)
+
+	// A third message while a connection waits in posthorn's pool: it
+	// goes over that connection, whose RSET check travels in the same
+	// write as MAIL, RCPT and DATA (RFC 2920). Postfix takes the group
+	// without complaint and counts the RSET when the idle connection is
+	// closed (after 5 s).
+	sendFromA(t, a, "posthorn to postfix again", "bob@pf.example")
+	a.waitLog(`msg="remote delivery" .*rcpt=bob@pf.example status=delivered .*tls=true`, 3)
+	pf.waitMaillog(`disconnect from \S+ .*mail=[2-9] rcpt=[2-9] data=[2-9] rset=[1-9] quit=1`)
+	if log := pf.maillog(); strings.Contains(log, "improper command pipelining") {
+		t.Errorf("Postfix saw improper pipelining:\n%s", log)
+	}
 }
