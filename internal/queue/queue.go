@@ -582,7 +582,9 @@ func (m *Manager) reportWith(env *spool.Envelope, record bool) error {
 func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 	log := m.log.With("queue_id", id)
 	sp := m.opts.Spool
-	env, err := sp.Load(id)
+	// The file stays open through the attempt: the delivery agents read
+	// the body from it, and a delivered message is finished on it.
+	msg, err := sp.Open(id)
 	if errors.Is(err, spool.ErrNotFound) {
 		return gone, time.Time{} // deleted meanwhile (`posthorn queue delete`)
 	}
@@ -597,12 +599,14 @@ func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 		log.Error("queue: cannot load message", "err", err)
 		return retry, m.opts.Now().Add(m.opts.FirstRetry)
 	}
+	defer msg.Close() // a no-op once finished
+	env := msg.Envelope
 	if env.Hold {
 		return held, time.Time{}
 	}
 
 	if pending := env.Pending(); len(pending) > 0 {
-		outcomes := m.deliver(ctx, env, pending)
+		outcomes := m.deliver(ctx, msg, pending)
 		now := m.opts.Now()
 		deadline := env.Arrival.Add(m.opts.MaxLifetime)
 		updates := make([]spool.RecipientUpdate, 0, len(pending))
@@ -651,7 +655,7 @@ func (m *Manager) run(ctx context.Context, id string) (result, time.Time) {
 			m.countAttempt(status, now.Sub(env.Arrival))
 		}
 		if allDelivered(updates) {
-			return m.finishDelivered(env, updates, log)
+			return m.finishDelivered(msg, updates, log)
 		}
 		// Durable before acted on: otherwise a crash here would resend
 		// to recipients already done, or lose a failure.
@@ -700,20 +704,21 @@ func allDelivered(updates []spool.RecipientUpdate) bool {
 
 // finishDelivered ends a message whose last pending recipients were all
 // just delivered, without recording the outcomes first: the message is
-// removed right away (Spool.Finish), so the record would only matter to
+// removed right away (Message.Finish), so the record would only matter to
 // a crash between the remote's 250 and the removal, which delivers the
 // message again either way (a crash between the 250 and the record's
 // fsync did too). That saves two fsyncs and a directory fsync per
 // delivered message: as much disk time as accepting it took. Anything
 // that stops the removal (a report hook's error) records the outcomes
 // durably first, as the slow path does, and retries later.
-func (m *Manager) finishDelivered(env *spool.Envelope, updates []spool.RecipientUpdate, log *slog.Logger) (result, time.Time) {
+func (m *Manager) finishDelivered(msg *spool.Message, updates []spool.RecipientUpdate, log *slog.Logger) (result, time.Time) {
+	env := msg.Envelope
 	for _, u := range updates {
 		env.Recipients[u.Index].RecipientState = u.RecipientState
 	}
 	err := m.reportWith(env, false)
 	if err == nil {
-		if err = m.opts.Spool.Finish(env.ID); err == nil {
+		if err = msg.Finish(); err == nil {
 			log.Info("queue: message done", "recipients", len(env.Recipients))
 			return gone, time.Time{}
 		}
@@ -730,7 +735,8 @@ func (m *Manager) finishDelivered(env *spool.Envelope, updates []spool.Recipient
 
 // deliver calls the DeliverFunc; a panic in it defers the recipients
 // instead of ending the process.
-func (m *Manager) deliver(ctx context.Context, env *spool.Envelope, rcpts []int) (outcomes []Outcome) {
+func (m *Manager) deliver(ctx context.Context, msg *spool.Message, rcpts []int) (outcomes []Outcome) {
+	env := msg.Envelope
 	defer func() {
 		if p := recover(); p != nil {
 			m.log.Error("queue: delivery agent panicked", "queue_id", env.ID, "panic", p)
@@ -740,7 +746,7 @@ func (m *Manager) deliver(ctx context.Context, env *spool.Envelope, rcpts []int)
 			}
 		}
 	}()
-	body := func() (io.ReadCloser, error) { return m.opts.Spool.BodyOf(env) }
+	body := func() (io.ReadCloser, error) { return msg.Body() }
 	return m.opts.Deliver(ctx, env, body, rcpts)
 }
 

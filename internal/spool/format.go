@@ -328,6 +328,7 @@ func encodeRecord(h header, ev Event) ([]byte, error) {
 // a mismatch; after a Seek elsewhere than the start it no longer checks.
 type bodyReader struct {
 	f        *os.File
+	own      bool // Close closes f (not when f belongs to a Message)
 	prepend  string
 	pos      int64 // offset in prepend+body
 	sr       *io.SectionReader
@@ -337,9 +338,10 @@ type bodyReader struct {
 	id       string
 }
 
-func newBodyReader(f *os.File, h header, prepend string) *bodyReader {
+func newBodyReader(f *os.File, h header, prepend string, own bool) *bodyReader {
 	return &bodyReader{
 		f:        f,
+		own:      own,
 		prepend:  prepend,
 		sr:       io.NewSectionReader(f, h.bodyOff(), int64(h.bodyLen)),
 		want:     h.bodySum,
@@ -389,4 +391,9 @@ func (r *bodyReader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
-func (r *bodyReader) Close() error { return r.f.Close() }
+func (r *bodyReader) Close() error {
+	if !r.own {
+		return nil
+	}
+	return r.f.Close()
+}

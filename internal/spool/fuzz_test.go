@@ -82,7 +82,7 @@ func FuzzParseFile(f *testing.F) {
 		}
 		// The body, read to the end, matches its digest or is reported
 		// corrupt.
-		r := newBodyReader(file, p.hdr, p.env.Prepend)
+		r := newBodyReader(file, p.hdr, p.env.Prepend, true)
 		n, err := io.Copy(io.Discard, r)
 		if err != nil && !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("reading the body: %v", err)

@@ -341,25 +341,12 @@ func (s *Spool) FreeSpace() (int64, error) {
 // also reads its body and checks it against the header's digest: one that
 // fails is moved to the corrupt directory and Load reports ErrCorrupt.
 func (s *Spool) Load(id string) (*Envelope, error) {
-	if !validID(id) {
-		return nil, ErrBadID
-	}
-	env, _, err := s.load(id)
-	if errors.Is(err, ErrCorrupt) {
-		return nil, s.quarantine(id, err, func() error {
-			_, _, err := s.loadRaw(id)
-			return err
-		})
-	}
+	m, err := s.open(id, os.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := s.unverified.Load(id); ok {
-		if err := s.verify(env); err != nil {
-			return nil, err
-		}
-	}
-	return env, nil
+	m.Close()
+	return m.Envelope, nil
 }
 
 // verify reads the body of a message found at Open and checks it against
@@ -502,7 +489,7 @@ func (s *Spool) Body(id string) (io.ReadSeekCloser, error) {
 		f.Close()
 		return nil, notFound(err, id)
 	}
-	return newBodyReader(f, p.hdr, p.env.Prepend), nil
+	return newBodyReader(f, p.hdr, p.env.Prepend, true), nil
 }
 
 // BodyOf is Body for an envelope just loaded: it reads the file's header
@@ -526,7 +513,7 @@ func (s *Spool) BodyOf(env *Envelope) (io.ReadSeekCloser, error) {
 		f.Close()
 		return nil, notFound(err, env.ID)
 	}
-	return newBodyReader(f, h, env.Prepend), nil
+	return newBodyReader(f, h, env.Prepend, true), nil
 }
 
 // UpdateRecipients durably records new per-recipient state: when it returns
@@ -653,8 +640,16 @@ func (s *Spool) remove(id string, durable bool) error {
 		f.Close()
 		return nil
 	}
+	return s.dispose(id, f, h.fileSize, durable)
+}
+
+// dispose ends the committed message id, whose file f of size octets is
+// open and whose lock the caller holds: the file is recycled (Finish,
+// when the pool takes it) or unlinked, durably when durable. f is closed
+// or handed to the pool.
+func (s *Spool) dispose(id string, f *os.File, size int64, durable bool) error {
 	s.unverified.Delete(id)
-	if !durable && s.pool.recycle(f, id, h.fileSize) {
+	if !durable && s.pool.recycle(f, id, size) {
 		return nil
 	}
 	f.Close()
