@@ -493,8 +493,10 @@ func (s *Spool) Body(id string) (io.ReadSeekCloser, error) {
 }
 
 // BodyOf is Body for an envelope just loaded: it reads the file's header
-// but not the envelope again (a delivery attempt loads one, then reads the
-// body once per agent).
+// but not the envelope again, and reports ErrNotFound when the file no
+// longer holds that message (finished and reused since). The first Load
+// of a message found at Open checks the body through it; a delivery
+// reads the body through its Message instead.
 func (s *Spool) BodyOf(env *Envelope) (io.ReadSeekCloser, error) {
 	if !validID(env.ID) {
 		return nil, ErrBadID
