@@ -3,6 +3,7 @@ package outbound
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"strings"
@@ -58,7 +59,10 @@ func FuzzReadReply(f *testing.F) {
 
 // FuzzClient runs a whole client transaction against a server that
 // sends arbitrary bytes: the client must neither panic nor hang, and may
-// only call a recipient delivered after a 2xx to the end of data.
+// only call a recipient delivered after a 2xx to the end of data. With
+// reused, the transaction starts with the pooled connection's RSET check
+// (ResetFirst): a stale connection (ErrStale) leaves every recipient
+// without a reply, so that it can be tried again elsewhere.
 func FuzzClient(f *testing.F) {
 	for _, s := range []string{
 		"220 hi\r\n250-x\r\n250 PIPELINING\r\n250 ok\r\n250 ok\r\n550 no\r\n354 go\r\n250 done\r\n",
@@ -67,11 +71,15 @@ func FuzzClient(f *testing.F) {
 		"220 hi\r\n250-x\r\n250 PIPELINING\r\n550 no\r\n503 a\r\n503 b\r\n250 reset\r\n",
 		"554 go away\r\n",
 		"220 hi\r\n250-x\r\n250 PIPELINING\r\n250 ok\r\n250 ok",
+		"220 hi\r\n250-x\r\n250 PIPELINING\r\n250 reset\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 done\r\n",
+		"220 hi\r\n250-x\r\n250 PIPELINING\r\n421 idle\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n",
+		"220 hi\r\n250-x\r\n250 PIPELINING\r\n250 ok\r\n550 no\r\n550 no\r\n354 go\r\n250 empty\r\n",
 	} {
-		f.Add(s, false)
-		f.Add(s, true)
+		f.Add(s, false, false)
+		f.Add(s, true, false)
+		f.Add(s, false, true)
 	}
-	f.Fuzz(func(t *testing.T, script string, lmtp bool) {
+	f.Fuzz(func(t *testing.T, script string, lmtp, reused bool) {
 		cli, srv := net.Pipe()
 		defer cli.Close()
 		go func() {
@@ -90,6 +98,11 @@ func FuzzClient(f *testing.F) {
 		if err := c.Hello(ctx); err != nil {
 			return
 		}
+		if reused {
+			if err := c.ResetFirst(ctx); err != nil {
+				return
+			}
+		}
 		res, err := c.Send(ctx, &Message{From: "a@example.org", Rcpts: []Rcpt{{Addr: "b@example.net"}, {Addr: "c@example.net"}},
 			Body: strings.NewReader("Subject: x\r\n\r\nhi\r\n")})
 		if len(res) != 2 {
@@ -98,6 +111,9 @@ func FuzzClient(f *testing.F) {
 		for _, r := range res {
 			if r.Reply.Code/100 == 2 && r.Command != "end of DATA" && (err == nil || r.Command != "RCPT TO") {
 				t.Fatalf("2xx %+v", r)
+			}
+			if errors.Is(err, ErrStale) && r.Reply.Code != 0 {
+				t.Fatalf("stale connection (%v), yet a reply for a recipient: %+v", err, r)
 			}
 		}
 		c.Close()
