@@ -205,7 +205,7 @@ func TestMessageInProgressIsNoMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Write([]byte("Subject: in progress\r\n\r\n"))
-	w.bw.Flush()
+	w.flush()
 	id := w.ID()
 	if _, err := s.Load(id); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Load of a message in progress = %v, want ErrNotFound", err)
@@ -238,7 +238,7 @@ func TestMessageInProgressIsNoMessage(t *testing.T) {
 	spare.f.Close()
 	w2, _ := s.Create()
 	w2.Write(bytes.Repeat([]byte("partial\r\n"), 1000))
-	w2.bw.Flush()
+	w2.flush()
 	s.Close()
 	s = openTest(t, root)
 	for _, gone := range []string{spare.id, w2.ID()} {

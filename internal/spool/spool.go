@@ -55,8 +55,11 @@
 //     are dropped so that ids, which carry the file's creation time, stay
 //     close to the arrival time.)
 //  2. The session streams the body after a zero header; the Writer hashes
-//     it (SHA-256) as it goes.
-//  3. Commit appends the envelope, writes the header last, and fdatasyncs
+//     it (SHA-256) as it goes and keeps it in a 64 KiB buffer, writing to
+//     the file only what outgrows it.
+//  3. Commit appends the envelope, writes the header last (a message of
+//     up to a page, envelope included, reaches the file in one write, header
+//     and all), and fdatasyncs
 //     the file once: body, envelope, header and the file's size are on
 //     stable storage when it returns nil, and only then does the client
 //     hear 250. In a reused file (step 1), whose blocks the message

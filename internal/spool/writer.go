@@ -1,7 +1,7 @@
 package spool
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -18,7 +18,8 @@ type Writer struct {
 	s     *Spool
 	id    string
 	f     *os.File
-	bw    *bufio.Writer
+	buf   *[]byte   // pooled; the file's octets from off on, not yet written
+	off   int64     // file offset of buf's first octet: 0 until the first flush
 	sum   hash.Hash // SHA-256 of the body, as it streams
 	first byte      // the body's first octet, once n > 0
 	n     int64
@@ -26,18 +27,60 @@ type Writer struct {
 	ended bool  // committed or aborted
 }
 
-// bufPool recycles the Writers' 64 KiB buffers.
-var bufPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
+// writeBuf is the size of a Writer's buffer. A message that fits in it
+// with its envelope (most do) reaches the file in one write, at Commit.
+const writeBuf = 64 << 10
+
+// pageSize is the unit in which a write to a file reaches the page cache
+// whole or not at all, even when the process is killed during it.
+var pageSize = os.Getpagesize()
+
+// bufPool recycles the Writers' buffers.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, writeBuf); return &b }}
 
 var zeroHeader [headerSize]byte
 
 // release returns the buffer to bufPool; the Writer is ended.
 func (w *Writer) release() {
-	if w.bw != nil {
-		w.bw.Reset(nil)
-		bufPool.Put(w.bw)
-		w.bw = nil
+	if w.buf != nil {
+		*w.buf = (*w.buf)[:0]
+		bufPool.Put(w.buf)
+		w.buf = nil
 	}
+}
+
+// flush writes the buffered octets to the file.
+func (w *Writer) flush() error {
+	b := *w.buf
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := w.f.WriteAt(b, w.off); err != nil {
+		return err
+	}
+	w.off += int64(len(b))
+	*w.buf = b[:0]
+	return nil
+}
+
+// put appends p to the file's octets: to the buffer while it has room,
+// else after a flush (p itself written through when it is larger than the
+// buffer).
+func (w *Writer) put(p []byte) error {
+	if len(*w.buf)+len(p) > cap(*w.buf) {
+		if err := w.flush(); err != nil {
+			return err
+		}
+		if len(p) > cap(*w.buf) {
+			if _, err := w.f.WriteAt(p, w.off); err != nil {
+				return err
+			}
+			w.off += int64(len(p))
+			return nil
+		}
+	}
+	*w.buf = append(*w.buf, p...)
+	return nil
 }
 
 // Create starts a new message. Its queue id is known at once (for the
@@ -55,9 +98,8 @@ func (s *Spool) Create() (*Writer, error) {
 	w := &Writer{s: s, id: id, f: f, sum: sha256.New()}
 	// Room for the header, filled in by Commit. Until then it stays zero,
 	// which is what marks the file as not committed.
-	w.bw = bufPool.Get().(*bufio.Writer)
-	w.bw.Reset(f)
-	w.bw.Write(zeroHeader[:])
+	w.buf = bufPool.Get().(*[]byte)
+	*w.buf = append((*w.buf)[:0], zeroHeader[:]...)
 	return w, nil
 }
 
@@ -75,14 +117,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 	if w.n == 0 && len(p) > 0 {
 		w.first = p[0]
 	}
-	n, err := w.bw.Write(p)
-	w.sum.Write(p[:n])
-	w.n += int64(n)
-	if err != nil {
+	if err := w.put(p); err != nil {
 		w.err = fmt.Errorf("spool: %s: %w", w.id, err)
-		return n, w.err
+		return 0, w.err
 	}
-	return n, nil
+	w.sum.Write(p)
+	w.n += int64(len(p))
+	return len(p), nil
 }
 
 // StartsFolded reports whether the message written so far begins with a
@@ -94,8 +135,8 @@ func (w *Writer) StartsFolded() bool { return w.n > 0 && (w.first == ' ' || w.fi
 
 // Written returns a reader over the message bytes written so far, for
 // checks that need the whole message before Commit (DKIM, DMARC). It
-// reads the file, not memory; the Writer must not be written to while the
-// reader is in use.
+// reads the buffer while the message is all there, else the file; the
+// Writer must not be written to while the reader is in use.
 func (w *Writer) Written() (io.Reader, error) {
 	if w.ended {
 		return nil, ErrClosed
@@ -103,7 +144,10 @@ func (w *Writer) Written() (io.Reader, error) {
 	if w.err != nil {
 		return nil, w.err
 	}
-	if err := w.bw.Flush(); err != nil {
+	if w.off == 0 {
+		return bytes.NewReader((*w.buf)[headerSize:]), nil
+	}
+	if err := w.flush(); err != nil {
 		w.err = fmt.Errorf("spool: %s: %w", w.id, err)
 		return nil, w.err
 	}
@@ -156,23 +200,45 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) (err error) {
 	if len(envb) > maxEnvelope {
 		return fmt.Errorf("spool: commit %s: envelope too large (%d bytes)", w.id, len(envb))
 	}
-	if _, err := w.bw.Write(envb); err != nil {
-		return fmt.Errorf("spool: commit %s: %w", w.id, err)
-	}
-	if err := w.bw.Flush(); err != nil {
-		return fmt.Errorf("spool: commit %s: %w", w.id, err)
-	}
 	envSum := sha256.Sum256(envb)
 	h := newHeader(uint64(w.n), uint32(len(envb)), envSum[:envSumLen], w.sum.Sum(nil)[:bodySumLen])
-	// The header, which is the commit mark, goes last, and one fdatasync
-	// makes body, envelope, header and the file's size durable together
-	// (see Durability in the package doc for why one is enough). A
-	// reused file is not cut to the message's end: bytes of an earlier
-	// message may follow the envelope (see sparePool.recycle).
-	// Serialised with Finish, Remove and appends of the same id.
+	// One fdatasync makes body, envelope, header (the commit mark) and
+	// the file's size durable together (see Durability in the package
+	// doc for why one is enough). The header is written last all the
+	// same: a process killed in the middle of a write can leave its first
+	// pages written and the rest not, and a header in front of a partial
+	// message would read as a corrupt file instead of an uncommitted one.
+	// A message that fits in the buffer takes two writes at most: all
+	// after the first page, then the first page, header included; within
+	// a page a write is whole or not at all. A reused file is not cut to
+	// the message's end: bytes of an earlier message may follow the
+	// envelope (see sparePool.recycle). Serialised with Finish, Remove
+	// and appends of the same id.
 	defer w.s.locks.lock(w.id)()
-	if _, err := w.f.WriteAt(h.marshal(), 0); err != nil {
-		return fmt.Errorf("spool: commit %s: %w", w.id, err)
+	b := *w.buf
+	if w.off == 0 && len(b)+len(envb) <= cap(b) {
+		b = append(b, envb...)
+		*w.buf = b
+		copy(b, h.marshal())
+		first := min(len(b), pageSize)
+		if len(b) > first {
+			if _, err := w.f.WriteAt(b[first:], int64(first)); err != nil {
+				return fmt.Errorf("spool: commit %s: %w", w.id, err)
+			}
+		}
+		if _, err := w.f.WriteAt(b[:first], 0); err != nil {
+			return fmt.Errorf("spool: commit %s: %w", w.id, err)
+		}
+	} else {
+		if err := w.put(envb); err != nil {
+			return fmt.Errorf("spool: commit %s: %w", w.id, err)
+		}
+		if err := w.flush(); err != nil {
+			return fmt.Errorf("spool: commit %s: %w", w.id, err)
+		}
+		if _, err := w.f.WriteAt(h.marshal(), 0); err != nil {
+			return fmt.Errorf("spool: commit %s: %w", w.id, err)
+		}
 	}
 	if err := syncFile(w.f); err != nil {
 		return fmt.Errorf("spool: commit %s: fsync: %w", w.id, err)
