@@ -1,6 +1,9 @@
 package spool
 
-import "sync"
+import (
+	"hash/maphash"
+	"sync"
+)
 
 // idLocks serialises the operations on one message (its Commit's header
 // write and fdatasync, appends, Finish, Remove, quarantine) and on that
@@ -8,7 +11,20 @@ import "sync"
 // sessions committing at once shared 64 stripes, so unrelated Commits
 // waited for each other's fdatasync, and a Remove held its stripe through
 // a directory fsync.
+//
+// The table of locks is itself split in shards by a hash of the id: with
+// one mutex over it, 50 saturating sessions on two CPUs spent 0.26 s of
+// every second queued for that mutex (Go execution trace), whenever its
+// holder was descheduled while it held it.
 type idLocks struct {
+	seed   maphash.Seed
+	once   sync.Once
+	shards [idShards]idShard
+}
+
+const idShards = 32
+
+type idShard struct {
 	mu sync.Mutex
 	m  map[string]*idLock
 }
@@ -18,33 +34,44 @@ type idLock struct {
 	refs int // holders and waiters; the entry goes when it drops to 0
 }
 
+func (l *idLocks) shard(id string) *idShard {
+	l.once.Do(func() { l.seed = maphash.MakeSeed() })
+	return &l.shards[maphash.String(l.seed, id)%idShards]
+}
+
 // lock locks id and returns the function that unlocks it.
 func (l *idLocks) lock(id string) (unlock func()) {
-	l.mu.Lock()
-	if l.m == nil {
-		l.m = make(map[string]*idLock)
+	sh := l.shard(id)
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.m = make(map[string]*idLock)
 	}
-	e := l.m[id]
+	e := sh.m[id]
 	if e == nil {
 		e = &idLock{}
-		l.m[id] = e
+		sh.m[id] = e
 	}
 	e.refs++
-	l.mu.Unlock()
+	sh.mu.Unlock()
 	e.Lock()
 	return func() {
 		e.Unlock()
-		l.mu.Lock()
+		sh.mu.Lock()
 		if e.refs--; e.refs == 0 {
-			delete(l.m, id)
+			delete(sh.m, id)
 		}
-		l.mu.Unlock()
+		sh.mu.Unlock()
 	}
 }
 
 // held reports how many ids are locked or waited for (tests).
 func (l *idLocks) held() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.m)
+	n := 0
+	for i := range l.shards {
+		sh := &l.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
 }

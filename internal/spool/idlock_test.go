@@ -30,9 +30,10 @@ func TestIDLocksSerialiseOneIDOnly(t *testing.T) {
 	}
 	// Wait until all eight are queued on a's entry.
 	for {
-		l.mu.Lock()
-		refs := l.m["a"].refs
-		l.mu.Unlock()
+		sh := l.shard("a")
+		sh.mu.Lock()
+		refs := sh.m["a"].refs
+		sh.mu.Unlock()
 		if refs == 9 {
 			break
 		}
