@@ -22,6 +22,7 @@ import (
 	"github.com/posthorn/posthorn/internal/directory"
 	"github.com/posthorn/posthorn/internal/dns"
 	"github.com/posthorn/posthorn/internal/lmtp"
+	"github.com/posthorn/posthorn/internal/logbuf"
 	"github.com/posthorn/posthorn/internal/maildir"
 	"github.com/posthorn/posthorn/internal/policy"
 	"github.com/posthorn/posthorn/internal/queue"
@@ -46,9 +47,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "posthorn:", err)
 		return 1
 	}
-	log := newLogger(cfg, stderr)
-	if err := serve(ctx, cfg, log, stdout); err != nil {
+	// Sessions and deliveries log through a buffer written by one
+	// goroutine (internal/logbuf), not straight to stderr.
+	lw := logbuf.New(stderr)
+	log := newLogger(cfg, lw)
+	err = serve(ctx, cfg, log, stdout)
+	if err != nil {
 		log.Error("posthorn stopped", "err", err)
+	}
+	lw.Close()
+	if err != nil {
 		fmt.Fprintln(stderr, "posthorn:", err)
 		return 1
 	}
