@@ -31,6 +31,22 @@ const (
 	// first, so that the pool never holds more than maxSpares times this
 	// much disk.
 	reuseMax = 128 << 10
+	// maxReserve finished messages' files are kept beyond the pool,
+	// closed, their headers zeroed, for the filler to take before it
+	// creates any file: after a burst the backlog drains into them, and
+	// the next burst needs no new file. A rename is all a reserved file
+	// costs; a file unlinked and another created cost an inode freed and
+	// one allocated, and on ext4 without a journal each allocation scans
+	// past every inode freed in the last 30 seconds under the directory's
+	// lock. Measured (bench/load, 50 sessions, 3,000 1 KB messages a run,
+	// 2-vCPU VM): with 256 files kept, 1,400-3,000 msg/s and a p99 of
+	// 30-95 ms, 45% of all CPU in that scan and spinning on the lock;
+	// with every file kept, 4,100-4,300 msg/s and 19-20 ms.
+	maxReserve = 4096
+	// reserveKeep: a reserved file keeps at most this many octets (a
+	// larger one is emptied), so that the reserve holds at most
+	// maxReserve times this much disk.
+	reserveKeep = 16 << 10
 )
 
 // spare is a message file that holds no message (its header is zero;
@@ -59,6 +75,11 @@ type sparePool struct {
 	// next fill takes them first, before creating any file.
 	mu       sync.Mutex
 	recycled []spare
+	// reserve holds the ids of closed files that hold no message (their
+	// headers zeroed, not necessarily on disk yet), beyond what the pool
+	// and recycled keep open. fill renames each to a fresh id before it
+	// hands it out.
+	reserve []string
 	// created counts spare files made by the filler, for tests;
 	// reused counts recycled files handed out.
 	created atomic.Int64
@@ -97,7 +118,7 @@ func (p *sparePool) get() (string, *os.File, error) {
 		}
 		// The pool sat unused: the others are stale too. Leave them
 		// to the filler and shrink the pool.
-		p.drop(sp)
+		p.retire(sp)
 		if t := p.target.Load(); t > minSpares {
 			p.target.Store(t / 2)
 		}
@@ -108,11 +129,21 @@ func (p *sparePool) get() (string, *os.File, error) {
 		}
 		p.wake()
 	}
-	// Make one now; its name must be durable before it is written to.
-	p.made.Add(1)
-	sp, err := p.s.newFile()
-	if err != nil {
-		return "", nil, err
+	// Take a reserved file or make one now; its name must be durable
+	// before it is written to.
+	var sp spare
+	if r := p.takeReserve(1, nil); len(r) > 0 {
+		sp = r[0]
+		if err := writeOut(sp.f, headerSize); err != nil {
+			p.drop(sp)
+			return "", nil, fmt.Errorf("spool: create: %w", err)
+		}
+	} else {
+		p.made.Add(1)
+		var err error
+		if sp, err = p.s.newFile(); err != nil {
+			return "", nil, err
+		}
 	}
 	if err := p.s.syncer.sync(1); err != nil {
 		p.drop(sp)
@@ -143,14 +174,19 @@ func (p *sparePool) recycle(f *os.File, id string, size int64) bool {
 		return false
 	}
 	p.mu.Lock()
-	full := len(p.recycled) >= maxSpares
+	toReserve := len(p.recycled) >= maxSpares
+	full := toReserve && len(p.reserve) >= maxReserve
 	p.mu.Unlock()
 	if full {
 		return false
 	}
+	keep := int64(reuseMax)
+	if toReserve {
+		keep = reserveKeep
+	}
 	// No message any more before it is renamed (see Finish for why the
 	// order).
-	if size > 0 && size <= reuseMax {
+	if size > 0 && size <= keep {
 		if _, err := f.WriteAt(zeroHeader[:], 0); err != nil {
 			return false
 		}
@@ -164,6 +200,13 @@ func (p *sparePool) recycle(f *os.File, id string, size int64) bool {
 		// which the caller's unlink removes.
 		return false
 	}
+	if toReserve {
+		f.Close()
+		p.mu.Lock()
+		p.reserve = append(p.reserve, nid)
+		p.mu.Unlock()
+		return true
+	}
 	p.mu.Lock()
 	p.recycled = append(p.recycled, spare{id: nid, f: f, born: now})
 	n := len(p.recycled)
@@ -174,6 +217,65 @@ func (p *sparePool) recycle(f *os.File, id string, size int64) bool {
 	return true
 }
 
+// retire moves a spare that went stale unused to the reserve (or, when
+// the reserve is full, unlinks it). A spare is not committed, so neither
+// needs a directory fsync: if a crash undoes the unlink, recovery removes
+// the file.
+func (p *sparePool) retire(sp spare) {
+	p.mu.Lock()
+	full := len(p.reserve) >= maxReserve
+	p.mu.Unlock()
+	if full {
+		p.drop(sp)
+		return
+	}
+	if st, err := sp.f.Stat(); err != nil || st.Size() > reserveKeep && sp.f.Truncate(0) != nil {
+		p.drop(sp)
+		return
+	}
+	sp.f.Close()
+	p.mu.Lock()
+	p.reserve = append(p.reserve, sp.id)
+	p.mu.Unlock()
+}
+
+// refresh renames sp to a fresh id, so that the id (which carries the
+// time) stays close to the arrival of the message the file will hold. The
+// new name is durable only after the next directory fsync.
+func (p *sparePool) refresh(sp spare) (spare, bool) {
+	now := time.Now()
+	nid := p.s.ids.next(now)
+	if err := renameNoReplace(p.s.path(sp.id), p.s.path(nid)); err != nil {
+		p.drop(sp)
+		return spare{}, false
+	}
+	return spare{id: nid, f: sp.f, born: now}, true
+}
+
+// takeReserve opens up to n reserved files, renamed to fresh ids, into
+// batch.
+func (p *sparePool) takeReserve(n int, batch []spare) []spare {
+	for ; n > 0; n-- {
+		p.mu.Lock()
+		if len(p.reserve) == 0 {
+			p.mu.Unlock()
+			break
+		}
+		id := p.reserve[len(p.reserve)-1]
+		p.reserve = p.reserve[:len(p.reserve)-1]
+		p.mu.Unlock()
+		f, err := openFile(p.s.path(id), os.O_RDWR, 0)
+		if err != nil {
+			os.Remove(p.s.path(id))
+			continue
+		}
+		if sp, ok := p.refresh(spare{id: id, f: f}); ok {
+			batch = append(batch, sp)
+		}
+	}
+	return batch
+}
+
 func (p *sparePool) recycledLen() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -181,22 +283,26 @@ func (p *sparePool) recycledLen() int {
 }
 
 // takeRecycled moves up to n recycled files into batch; stale ones are
-// dropped.
+// renamed to fresh ids.
 func (p *sparePool) takeRecycled(n int, batch []spare) []spare {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	for len(p.recycled) > 0 && n > 0 {
-		last := len(p.recycled) - 1
-		sp := p.recycled[last]
-		p.recycled = p.recycled[:last]
+	k := min(n, len(p.recycled))
+	taken := p.recycled[len(p.recycled)-k:]
+	batch = append(batch, taken...)
+	clear(taken)
+	p.recycled = p.recycled[:len(p.recycled)-k]
+	p.mu.Unlock()
+	fresh := batch[:len(batch)-k]
+	for _, sp := range batch[len(batch)-k:] {
 		if sp.stale() {
-			p.drop(sp)
-			continue
+			var ok bool
+			if sp, ok = p.refresh(sp); !ok {
+				continue
+			}
 		}
-		batch = append(batch, sp)
-		n--
+		fresh = append(fresh, sp)
 	}
-	return batch
+	return fresh
 }
 
 // drop removes a spare. It is not committed, so its unlink needs no
@@ -207,13 +313,13 @@ func (p *sparePool) drop(sp spare) {
 	os.Remove(p.s.path(sp.id))
 }
 
-// dropStale removes the stale spares, which are the oldest, at the front.
+// dropStale retires the stale spares, which are the oldest, at the front.
 func (p *sparePool) dropStale() {
 	for {
 		select {
 		case sp := <-p.spares:
 			if sp.stale() {
-				p.drop(sp)
+				p.retire(sp)
 				continue
 			}
 			select {
@@ -288,6 +394,7 @@ func (p *sparePool) fill(n int, batch []spare) bool {
 	// below, which the files wait for anyway. All the writes are
 	// started before the first is waited for.
 	recycled := p.takeRecycled(n, nil)
+	recycled = p.takeReserve(n-len(recycled), recycled)
 	for _, sp := range recycled {
 		startWriteOut(sp.f, headerSize) // an error shows again in writeOut
 	}

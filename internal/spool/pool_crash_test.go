@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -291,22 +292,18 @@ func TestFailedCommitLeavesNoMessage(t *testing.T) {
 	}
 }
 
-// TestStaleSparesAreDropped: after the pool sat unused longer than
-// maxSpareAge, Create does not hand out its old ids, and the stale spares
-// go away.
-func TestStaleSparesAreDropped(t *testing.T) {
+// TestStaleSparesAreRenamedNotHandedOut: after the pool sat unused longer
+// than maxSpareAge, Create does not hand out its old ids but a file renamed
+// to a fresh one (the id carries the time), creating none; the stale
+// names go away, their files kept in the reserve rather than unlinked.
+func TestStaleSparesAreRenamedNotHandedOut(t *testing.T) {
 	s := openTest(t, t.TempDir())
 	commit(t, s, []byte("m"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
-	for len(s.pool.spares) < minSpares/2 {
+	for len(s.pool.spares) < int(s.pool.target.Load()) {
 		runtime.Gosched()
 	}
 	// Age every spare, as a quiet night would.
 	var old []spare
-	for len(old) < minSpares/2 {
-		sp := <-s.pool.spares
-		sp.born = sp.born.Add(-2 * maxSpareAge)
-		old = append(old, sp)
-	}
 	for len(s.pool.spares) > 0 {
 		sp := <-s.pool.spares
 		sp.born = sp.born.Add(-2 * maxSpareAge)
@@ -315,7 +312,16 @@ func TestStaleSparesAreDropped(t *testing.T) {
 	for _, sp := range old {
 		s.pool.spares <- sp
 	}
+	files := func() int {
+		e, err := os.ReadDir(s.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(e)
+	}
+	before := files()
 	made := s.pool.made.Load()
+	created := s.pool.created.Load()
 	w, err := s.Create()
 	if err != nil {
 		t.Fatal(err)
@@ -326,16 +332,104 @@ func TestStaleSparesAreDropped(t *testing.T) {
 			t.Fatalf("Create handed out stale spare %s", sp.id)
 		}
 	}
-	if s.pool.made.Load() != made+1 {
-		t.Fatalf("Create did not make a fresh file")
+	if s.pool.made.Load() != made {
+		t.Fatalf("Create made a file although stale spares could be renamed")
 	}
-	// The filler drops the rest.
+	// The filler retires the rest into the reserve, from which it
+	// refills the pool when it needs files: every old name is renamed
+	// away or reserved, and no file is unlinked on the way.
+	reserved := func(id string) bool {
+		s.pool.mu.Lock()
+		defer s.pool.mu.Unlock()
+		return slices.Contains(s.pool.reserve, id)
+	}
+	deadline := time.Now().Add(10 * time.Second)
 	for _, sp := range old {
 		for {
-			if _, err := os.Lstat(s.path(sp.id)); errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Lstat(s.path(sp.id)); errors.Is(err, os.ErrNotExist) || reserved(sp.id) {
 				break
 			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stale spare %s neither renamed nor reserved", sp.id)
+			}
+			s.pool.wake()
 			runtime.Gosched()
+		}
+	}
+	if n, c := files(), int(s.pool.created.Load()-created); n != before+c {
+		t.Fatalf("%d files in the queue directory, %d before and %d created since: %d unlinked", n, before, c, before+c-n)
+	}
+}
+
+// TestBacklogFilesAreKeptForTheNextBurst: a backlog larger than the pool
+// drains into the reserve instead of being unlinked, and the next burst of
+// the same size takes its files from there: no file is created or
+// unlinked on the way.
+func TestBacklogFilesAreKeptForTheNextBurst(t *testing.T) {
+	s := openTest(t, t.TempDir())
+	const n = 2*maxSpares + 100
+	// files counts the queue directory once the filler is done: the
+	// count steady for 300 ms.
+	files := func() int {
+		last, since := -1, time.Now()
+		for {
+			e, err := os.ReadDir(s.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(e) != last {
+				last, since = len(e), time.Now()
+			} else if time.Since(since) > 300*time.Millisecond {
+				return last
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	burst := func() []string {
+		var ids []string
+		for range n {
+			ids = append(ids, commit(t, s, bytes.Repeat([]byte("x"), 1000), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}}))
+		}
+		return ids
+	}
+	drain := func(ids []string) {
+		for _, id := range ids {
+			m, err := s.Open(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Finish(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ids := burst()
+	before := files()
+	made := s.pool.made.Load() + s.pool.created.Load()
+	drain(ids)
+	if after := files(); after != before {
+		t.Fatalf("%d files after the backlog drained, %d before: finished messages' files were unlinked", after, before)
+	}
+	s.pool.mu.Lock()
+	reserved := len(s.pool.reserve)
+	s.pool.mu.Unlock()
+	if reserved == 0 {
+		t.Fatal("nothing reserved after a backlog larger than the pool drained")
+	}
+	ids = burst()
+	after := files()
+	// The pool may top itself up after the burst; the burst itself takes
+	// the backlog's files.
+	m := int(s.pool.made.Load() + s.pool.created.Load() - made)
+	if m > n/4 {
+		t.Fatalf("the second burst of %d messages created %d files although %d were reserved", n, m, reserved)
+	}
+	if after != before+m {
+		t.Fatalf("%d files after the second burst, %d before and %d created: %d unlinked", after, before, m, before+m-after)
+	}
+	for _, id := range ids[len(ids)-3:] {
+		if b := readBody(t, s, id); !bytes.Equal(b, bytes.Repeat([]byte("x"), 1000)) {
+			t.Fatalf("%s: body read back differs", id)
 		}
 	}
 }

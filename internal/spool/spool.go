@@ -50,10 +50,14 @@
 //     and headers durable with one directory fsync (shared with concurrent
 //     removals, group commit) before it hands any of them out. Create takes
 //     a spare, so the name of every Writer's file is durable before its
-//     first byte is written. (If the pool is empty, Create makes a file
-//     itself and waits for a directory fsync; spares older than 10 seconds
-//     are dropped so that ids, which carry the file's creation time, stay
-//     close to the arrival time.)
+//     first byte is written. (If the pool is empty, Create takes or makes
+//     a file itself and waits for a directory fsync. Spares older than 10
+//     seconds are not handed out, so that ids, which carry the time the
+//     file got its name, stay close to the arrival time: they are kept,
+//     closed, in a reserve with the finished messages' files the pool has
+//     no room for, up to 4096, and renamed to a fresh id when taken. Files
+//     are unlinked only beyond that, so a backlog drains into files the
+//     next burst reuses.)
 //  2. The session streams the body after a zero header; the Writer hashes
 //     it (SHA-256) as it goes and keeps it in a 64 KiB buffer, writing to
 //     the file only what outgrows it.
@@ -116,8 +120,9 @@
 //     fsync before it returns; if the unlink is lost the message comes
 //     back with all its state records, which say its recipients are done.
 //   - Finish (a message delivered to every recipient) zeroes the file's
-//     header (empties it, above 128 KiB), renames it to a fresh id for the
-//     spare pool and does not wait: a power loss may bring the message
+//     header (empties it, above 128 KiB, or above 16 KiB when it goes to
+//     the reserve), renames it to a fresh id for the spare pool and does
+//     not wait: a power loss may bring the message
 //     back whole under its old name (delivered again: a duplicate, never
 //     a loss) or with a zero header (removed); under the new name with a
 //     zero header or, if the zeroing was lost, whole but naming the old
