@@ -20,8 +20,6 @@ const (
 	// recycleBatch recycled files (Spool.Finish) wake the filler to put
 	// them into the pool with one directory fsync.
 	recycleBatch = 32
-	// createWorkers create the files of one batch in parallel.
-	createWorkers = 16
 	// maxSpareAge bounds how old a spare may be when Create takes it, so
 	// that queue ids (which carry the file's creation time) stay within
 	// this much of the message's arrival and keep sorting by arrival.
@@ -377,15 +375,6 @@ func (p *sparePool) stopping() bool {
 // fill creates n spares, makes their names durable with one directory
 // fsync and hands them out. It reports whether all went well.
 func (p *sparePool) fill(n int, batch []spare) bool {
-	// Creating a file can wait for the file system's journal, which the
-	// committers keep busy with their fsyncs: create in parallel, so the
-	// waits overlap.
-	var (
-		mu      sync.Mutex
-		wg      sync.WaitGroup
-		left    atomic.Int64
-		lastErr error
-	)
 	// A recycled file's zeroed header must reach the disk before a new
 	// message is written over the old one: otherwise a power loss could
 	// leave the old header in front of a mix of both messages, which
@@ -407,24 +396,19 @@ func (p *sparePool) fill(n int, batch []spare) bool {
 		batch = append(batch, sp)
 	}
 	reused := len(batch)
-	n -= reused
-	left.Store(int64(n))
-	for range min(n, createWorkers) {
-		wg.Go(func() {
-			for left.Add(-1) >= 0 {
-				sp, err := p.s.newFile()
-				mu.Lock()
-				if err != nil {
-					lastErr = err
-					mu.Unlock()
-					return
-				}
-				batch = append(batch, sp)
-				mu.Unlock()
-			}
-		})
+	// One file after the other: creating takes the directory's lock, so
+	// creators in parallel only wait for each other (on ext4 without a
+	// journal they spin for it, measured: p99 of 50 saturating sessions
+	// 71-77 ms with 16 creators, 45-50 ms with one, same msg/s).
+	var lastErr error
+	for range n - reused {
+		sp, err := p.s.newFile()
+		if err != nil {
+			lastErr = err
+			break
+		}
+		batch = append(batch, sp)
 	}
-	wg.Wait()
 	if lastErr != nil {
 		p.s.log.Warn("spool: cannot create spare message file", "err", lastErr)
 	}
