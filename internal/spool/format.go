@@ -194,7 +194,7 @@ func readHeader(f *os.File, id string) (header, error) {
 // errRecycled: the file holds a finished message under another message's
 // name: Finish renamed it for reuse, and a power loss kept the rename but
 // not the header's zeroing before it. Not a message; reported as
-// ErrNotFound, removed at recovery.
+// ErrNotFound, kept as a spare (its header zeroed) at recovery.
 var errRecycled = fmt.Errorf("%w (a finished message's file renamed for reuse)", errUncommitted)
 
 // parsed is a message file as read from disk.

@@ -86,13 +86,14 @@ type sparePool struct {
 	made atomic.Int64
 }
 
-func newSparePool(s *Spool) *sparePool {
+func newSparePool(s *Spool, reserve []string) *sparePool {
 	p := &sparePool{
-		s:      s,
-		spares: make(chan spare, maxSpares),
-		kick:   make(chan struct{}, 1),
-		quit:   make(chan struct{}),
-		done:   make(chan struct{}),
+		s:       s,
+		reserve: reserve,
+		spares:  make(chan spare, maxSpares),
+		kick:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
 	}
 	p.target.Store(minSpares)
 	go p.run()
@@ -442,19 +443,22 @@ func (p *sparePool) fill(n int, batch []spare) bool {
 	return lastErr == nil
 }
 
+// close stops the filler and closes the spares' files. The files stay:
+// they hold no message, and the next Open keeps them as spares again.
 func (p *sparePool) close() {
 	close(p.quit)
 	<-p.done
 	p.mu.Lock()
 	for _, sp := range p.recycled {
-		p.drop(sp)
+		sp.f.Close()
 	}
 	p.recycled = nil
+	p.reserve = nil
 	p.mu.Unlock()
 	for {
 		select {
 		case sp := <-p.spares:
-			p.drop(sp)
+			sp.f.Close()
 		default:
 			return
 		}

@@ -92,7 +92,7 @@ func poolCrashHelper(dir string) {
 // Remove returned nil; no removed, aborted or partial message is listed
 // (a message killed between its header write and the end of its Commit
 // may be listed, but only whole); recovery found nothing corrupt and left
-// no uncommitted file behind.
+// nothing but messages and spares behind.
 func TestPoolCommitsSurviveRepeatedSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("subprocess test")
@@ -150,11 +150,12 @@ func TestPoolCommitsSurviveRepeatedSIGKILL(t *testing.T) {
 		if entries, _ := os.ReadDir(s.corrupt); len(entries) > 0 {
 			t.Fatalf("round %d: recovery found %d corrupt files", round, len(entries))
 		}
-		// Recovery left committed messages only.
+		// Recovery left committed messages and files kept as spares
+		// (zero headers), nothing else.
 		entries, _ := os.ReadDir(s.dir)
 		for _, e := range entries {
 			if _, err := s.Load(e.Name()); err != nil {
-				t.Fatalf("round %d: recovery left %s: %v", round, e.Name(), err)
+				keptAsSpare(t, s, e.Name())
 			}
 		}
 		for id := range acked {
@@ -197,7 +198,8 @@ func TestPoolCommitsSurviveRepeatedSIGKILL(t *testing.T) {
 
 // TestMessageInProgressIsNoMessage: until Commit writes its header, a
 // Writer's file is invisible to Load, Body, List and UpdateRecipients,
-// Remove leaves it alone, and a spare left by a crash is removed at Open.
+// Remove leaves it alone, and a spare left by a crash is kept as one at
+// Open.
 func TestMessageInProgressIsNoMessage(t *testing.T) {
 	root := t.TempDir()
 	s := openTest(t, root)
@@ -242,10 +244,8 @@ func TestMessageInProgressIsNoMessage(t *testing.T) {
 	w2.flush()
 	s.Close()
 	s = openTest(t, root)
-	for _, gone := range []string{spare.id, w2.ID()} {
-		if _, err := os.Lstat(s.path(gone)); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("uncommitted file %s survived recovery: %v", gone, err)
-		}
+	for _, id := range []string{spare.id, w2.ID()} {
+		keptAsSpare(t, s, id)
 	}
 	if l, _ := s.List(); len(l) != 1 || l[0].ID != id {
 		t.Fatalf("List after recovery = %v", l)
@@ -431,5 +431,44 @@ func TestBacklogFilesAreKeptForTheNextBurst(t *testing.T) {
 		if b := readBody(t, s, id); !bytes.Equal(b, bytes.Repeat([]byte("x"), 1000)) {
 			t.Fatalf("%s: body read back differs", id)
 		}
+	}
+}
+
+// TestRestartKeepsTheSpares: the files a spool had for reuse when it was
+// closed are its spares again after the next Open, and a burst after the
+// restart takes them instead of creating files.
+func TestRestartKeepsTheSpares(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir)
+	const n = 300
+	var ids []string
+	for range n {
+		ids = append(ids, commit(t, s, []byte("Subject: x\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}}))
+	}
+	for _, id := range ids {
+		m, err := s.Open(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Finish(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = openTest(t, dir)
+	s.pool.mu.Lock()
+	kept := len(s.pool.reserve)
+	s.pool.mu.Unlock()
+	if kept < n {
+		t.Fatalf("%d files kept as spares after the restart, want at least the %d finished messages'", kept, n)
+	}
+	for range n {
+		commit(t, s, []byte("Subject: y\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
+	}
+	if c := s.pool.made.Load() + s.pool.created.Load(); c != 0 {
+		t.Fatalf("%d files created after the restart although %d were kept", c, kept)
+	}
+	if l, err := s.List(); err != nil || len(l) != n {
+		t.Fatalf("List = %d messages, %v; want %d", len(l), err, n)
 	}
 }

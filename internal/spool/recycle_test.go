@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -35,6 +36,24 @@ func holdsNoMessage(t *testing.T, path string) bool {
 	b := make([]byte, headerSize)
 	n, _ := f.ReadAt(b, 0)
 	return uncommittedMark(b[:n])
+}
+
+// keptAsSpare fails t unless the file id, which must not be a message,
+// was kept by recovery for the spare pool's reserve: no message under
+// that id, a zero header, the id in the reserve.
+func keptAsSpare(t *testing.T, s *Spool, id string) {
+	t.Helper()
+	if _, err := s.Load(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Load(%s) after recovery = %v, want ErrNotFound", id, err)
+	}
+	if !holdsNoMessage(t, s.path(id)) {
+		t.Fatalf("%s was kept by recovery with a header", id)
+	}
+	s.pool.mu.Lock()
+	defer s.pool.mu.Unlock()
+	if !slices.Contains(s.pool.reserve, id) {
+		t.Fatalf("%s is on disk but not in the reserve", id)
+	}
 }
 
 // TestFinishRecyclesTheFileAsASpare: a finished message's file has its
@@ -105,8 +124,8 @@ func TestFinishRecyclesTheFileAsASpare(t *testing.T) {
 
 // TestRecycledFilesAreRemovedAtRecovery: files recycled but not yet handed
 // out (their new names not durable yet, their content empty) are no
-// messages: a restart removes them and quarantines nothing.
-func TestRecycledFilesAreRemovedAtRecovery(t *testing.T) {
+// messages: a restart keeps them as spares and quarantines nothing.
+func TestRecycledFilesAreKeptAsSparesAtRecovery(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir)
 	var ids []string
@@ -143,9 +162,7 @@ func TestRecycledFilesAreRemovedAtRecovery(t *testing.T) {
 	}
 	s = openTest(t, dir)
 	for _, sp := range recycled {
-		if _, err := os.Lstat(s.path(sp.id)); !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("recycled %s survived recovery: %v", sp.id, err)
-		}
+		keptAsSpare(t, s, sp.id)
 	}
 	l, err := s.List()
 	if err != nil || len(l) != 1 || l[0].ID != keep {
@@ -306,12 +323,12 @@ func TestReusedFileDoesNotReplayTheOldMessagesRecords(t *testing.T) {
 	}
 }
 
-// TestRecycledFileWithItsOldHeaderIsRemovedAtRecovery: Finish zeroes the
+// TestRecycledFileWithItsOldHeaderIsKeptAsASpare: Finish zeroes the
 // header, then renames the file; a power loss can keep the rename and lose
 // the zeroing. The file under its new name then holds a whole, intact
 // message whose envelope names the old id: a delivered message, not one
 // to deliver again under a new id, and not a corrupt file either.
-func TestRecycledFileWithItsOldHeaderIsRemovedAtRecovery(t *testing.T) {
+func TestRecycledFileWithItsOldHeaderIsKeptAsASpare(t *testing.T) {
 	dir := t.TempDir()
 	s := openTest(t, dir)
 	keep := commit(t, s, []byte("Subject: kept\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}})
@@ -331,9 +348,7 @@ func TestRecycledFileWithItsOldHeaderIsRemovedAtRecovery(t *testing.T) {
 	}
 
 	s = openTest(t, dir)
-	if _, err := os.Lstat(s.path(fresh)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("recycled file %s survived recovery: %v", fresh, err)
-	}
+	keptAsSpare(t, s, fresh) // its header zeroed again
 	if l, err := s.List(); err != nil || len(l) != 1 || l[0].ID != keep {
 		t.Fatalf("List after recovery = %v, %v; want only %s", l, err, keep)
 	}

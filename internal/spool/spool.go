@@ -4,7 +4,8 @@
 //
 //	<Dir>/lock            flock(2)ed while a process has the spool open
 //	<Dir>/queue/<id>      one message file: committed, or a spare / a message
-//	                      being received (header still zero; removed at Open)
+//	                      being received (header still zero; kept as a spare
+//	                      at Open, see below)
 //	                      or a delivered message's file renamed for reuse
 //	<Dir>/queue/<id>.tmp  left by versions before the spare pool; removed at Open
 //	<Dir>/corrupt/<id>    a file that failed its integrity checks, moved aside
@@ -31,11 +32,12 @@
 //
 // A file whose first 8 bytes are zero (or that is shorter and zero) holds
 // no message: Load, Body, History and UpdateRecipients report ErrNotFound,
-// List skips it, Remove leaves it alone, Open deletes it. So does an intact
-// file whose envelope names another id: a delivered message's file that
-// Finish renamed for reuse, whose header zeroing a power loss undid. Any
-// other file that fails the checks is corrupt and is quarantined, never
-// delivered.
+// List skips it, Remove leaves it alone, Open keeps it as a spare (up to
+// 4096 such files; it unlinks the rest). So does an intact file whose
+// envelope names another id: a delivered message's file that Finish
+// renamed for reuse, whose header zeroing a power loss undid; Open zeroes
+// its header. Any other file that fails the checks is corrupt and is
+// quarantined, never delivered.
 //
 // # Durability
 //
@@ -88,8 +90,10 @@
 // session, same run, alternating): one fdatasync 653-787 msg/s, two
 // 547-640.
 //
-// Crash points (process killed, or power lost; "removed" means removed by
-// recovery at the next Open, which then fsyncs the directory):
+// Crash points (process killed, or power lost; "removed" means taken by
+// recovery at the next Open for a file that holds no message: kept, its
+// header zeroed, as a spare for the next messages, or beyond 4096 such
+// files unlinked, after which Open fsyncs the directory):
 //
 //   - Spare creation, before its batch's directory fsync: the name may or
 //     may not survive; if it does the file is empty: removed. After it:
@@ -217,7 +221,8 @@ type Spool struct {
 }
 
 // Open opens (creating if needed) the spool in opts.Dir and recovers it:
-// temp files of commits that never finished are removed, and files that fail
+// files of commits that never finished hold no message and are kept as
+// spares (temp files of older versions are removed), and files that fail
 // their integrity checks are moved to <Dir>/corrupt. Only one process may
 // have a spool open at a time.
 func Open(opts Options) (*Spool, error) {
@@ -253,14 +258,15 @@ func Open(opts Options) (*Spool, error) {
 		lock.Close()
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	if err := s.recover(); err != nil {
+	reserve, err := s.recover()
+	if err != nil {
 		s.syncer.close()
 		lock.Close()
 		return nil, err
 	}
 	// Spares are made on demand, from the first Create on: a spool
 	// opened only to read (posthorn queue) creates none.
-	s.pool = newSparePool(s)
+	s.pool = newSparePool(s, reserve)
 	return s, nil
 }
 
@@ -277,10 +283,15 @@ func (s *Spool) Close() error {
 	return err
 }
 
-func (s *Spool) recover() error {
+// recover removes what a crash left half done and quarantines what fails
+// its checks. Files that hold no message (spares, messages whose Commit did
+// not finish, finished messages' files kept for reuse) are kept, up to
+// maxReserve, for the spare pool's reserve, whose ids it returns: a restart
+// does not unlink the files a busy spool will need again.
+func (s *Spool) recover() (reserve []string, err error) {
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
-		return fmt.Errorf("spool: recovery: %w", err)
+		return nil, fmt.Errorf("spool: recovery: %w", err)
 	}
 	var removed, quarantined, ok int
 	for _, e := range entries {
@@ -290,7 +301,7 @@ func (s *Spool) recover() error {
 			// Never renamed into place, so never acknowledged: the client
 			// got no 250 and will retry.
 			if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("spool: recovery: %w", err)
+				return nil, fmt.Errorf("spool: recovery: %w", err)
 			}
 			removed++
 		case validID(name):
@@ -298,19 +309,24 @@ func (s *Spool) recover() error {
 				if errors.Is(err, errUncommitted) {
 					// A spare, a message being received or one whose
 					// Commit did not reach its header: never
-					// acknowledged (see Durability).
+					// acknowledged (see Durability). Its name stays
+					// until the pool renames it for a message.
+					if len(reserve) < maxReserve && s.adopt(name) {
+						reserve = append(reserve, name)
+						continue
+					}
 					if err := os.Remove(filepath.Join(s.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-						return fmt.Errorf("spool: recovery: %w", err)
+						return nil, fmt.Errorf("spool: recovery: %w", err)
 					}
 					removed++
 					continue
 				}
 				if !errors.Is(err, ErrCorrupt) {
-					return fmt.Errorf("spool: recovery: %w", err)
+					return nil, fmt.Errorf("spool: recovery: %w", err)
 				}
 				s.log.Error("spool: quarantining corrupt message file", "queue_id", name, "err", err)
 				if err := os.Rename(filepath.Join(s.dir, name), filepath.Join(s.corrupt, name)); err != nil {
-					return fmt.Errorf("spool: recovery: %w", err)
+					return nil, fmt.Errorf("spool: recovery: %w", err)
 				}
 				quarantined++
 				continue
@@ -324,12 +340,35 @@ func (s *Spool) recover() error {
 	if removed+quarantined > 0 {
 		for _, d := range []string{s.dir, s.corrupt} {
 			if err := durable.SyncDir(d); err != nil {
-				return fmt.Errorf("spool: recovery: %w", err)
+				return nil, fmt.Errorf("spool: recovery: %w", err)
 			}
 		}
 	}
-	s.log.Info("spool: recovered", "dir", s.dir, "messages", ok, "temp_removed", removed, "corrupt", quarantined)
-	return nil
+	s.log.Info("spool: recovered", "dir", s.dir, "messages", ok, "temp_removed", removed, "spares_kept", len(reserve), "corrupt", quarantined)
+	return reserve, nil
+}
+
+// adopt prepares the file id, which holds no message, for the spare
+// pool's reserve: a header that is not zero (a finished message's file
+// whose header zeroing a crash undid) is zeroed again, and a file longer
+// than reserveKeep is emptied. It reports whether the file can be kept.
+func (s *Spool) adopt(id string) bool {
+	f, err := openFile(s.path(id), os.O_RDWR, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var b [len(magic)]byte
+	if n, _ := f.ReadAt(b[:], 0); !uncommittedMark(b[:n]) {
+		if _, err := f.WriteAt(zeroHeader[:], 0); err != nil {
+			return false
+		}
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	return st.Size() <= reserveKeep || f.Truncate(0) == nil
 }
 
 func (s *Spool) path(id string) string { return filepath.Join(s.dir, id) }
