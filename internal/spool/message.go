@@ -26,8 +26,14 @@ type Message struct {
 
 // Open loads id as Load does, including the body check of the first Load
 // of a message found at Open, and keeps its file open. The caller must
-// end the Message with Close or Finish.
-func (s *Spool) Open(id string) (*Message, error) { return s.open(id, os.O_RDWR) }
+// end the Message with Close or Finish. A message just committed comes as
+// Commit left it, without reading its file (see freshMessages).
+func (s *Spool) Open(id string) (*Message, error) {
+	if m := s.fresh.take(id); m != nil {
+		return m, nil
+	}
+	return s.open(id, os.O_RDWR)
+}
 
 func (s *Spool) open(id string, flag int) (*Message, error) {
 	if !validID(id) {

@@ -210,7 +210,8 @@ type Spool struct {
 	syncer  *dirSyncer
 	pool    *sparePool
 	ids     idGen
-	locks   idLocks // per-message serialisation of commit, appends and removal
+	locks   idLocks       // per-message serialisation of commit, appends and removal
+	fresh   freshMessages // committed, still open, for their first Open
 	// unverified holds the ids found at Open whose bodies have not been
 	// checked against their digests yet (Load checks them once): a power
 	// loss during a Commit can leave a header on disk with a body that is
@@ -276,6 +277,7 @@ func (s *Spool) Close() error {
 		return nil
 	}
 	s.pool.close()
+	s.fresh.closeAll()
 	err := s.syncer.close()
 	if cerr := s.lock.Close(); err == nil {
 		err = cerr
@@ -425,6 +427,7 @@ func (s *Spool) verify(env *Envelope) error {
 // concurrent Finish (or removed) fails a check made without the lock,
 // and is then not corrupt but gone (ErrNotFound).
 func (s *Spool) quarantine(id string, err error, check func() error) error {
+	s.fresh.drop(id)
 	defer s.locks.lock(id)()
 	if again := check(); !errors.Is(again, ErrCorrupt) {
 		if again == nil {
@@ -590,6 +593,7 @@ func (s *Spool) appendRecord(id string, ev Event) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	s.fresh.drop(id)
 	defer s.locks.lock(id)()
 
 	f, err := s.openMessage(id, os.O_RDWR)
@@ -674,6 +678,7 @@ func (s *Spool) remove(id string, durable bool) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	s.fresh.drop(id)
 	defer s.locks.lock(id)()
 	f, err := s.openMessage(id, os.O_RDWR)
 	if errors.Is(err, ErrNotFound) {

@@ -243,6 +243,17 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) (err error) {
 	if err := syncFile(w.f); err != nil {
 		return fmt.Errorf("spool: commit %s: fsync: %w", w.id, err)
 	}
+	// Kept open for the first delivery attempt's Open. The size is the
+	// file's, which a reused file's earlier message may make longer than
+	// this one (Finish decides on it whether to empty the file).
+	if st, err := w.f.Stat(); err == nil {
+		h.fileSize = st.Size()
+		stored := env.clone()
+		stored.envSum = h.envSum
+		if w.s.fresh.put(&Message{Envelope: stored, s: w.s, f: w.f, hdr: h}) {
+			return nil
+		}
+	}
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("spool: commit %s: %w", w.id, err)
 	}
