@@ -392,21 +392,10 @@ func TestBacklogFilesAreKeptForTheNextBurst(t *testing.T) {
 		}
 		return ids
 	}
-	drain := func(ids []string) {
-		for _, id := range ids {
-			m, err := s.Open(id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := m.Finish(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	ids := burst()
 	before := files()
 	made := s.pool.made.Load() + s.pool.created.Load()
-	drain(ids)
+	finishAll(t, s, ids)
 	if after := files(); after != before {
 		t.Fatalf("%d files after the backlog drained, %d before: finished messages' files were unlinked", after, before)
 	}
@@ -445,15 +434,7 @@ func TestRestartKeepsTheSpares(t *testing.T) {
 	for range n {
 		ids = append(ids, commit(t, s, []byte("Subject: x\r\n\r\nbody\r\n"), &Envelope{Recipients: []Recipient{{Addr: "a@x"}}}))
 	}
-	for _, id := range ids {
-		m, err := s.Open(id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := m.Finish(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	finishAll(t, s, ids)
 	s.Close()
 	s = openTest(t, dir)
 	s.pool.mu.Lock()
@@ -470,5 +451,20 @@ func TestRestartKeepsTheSpares(t *testing.T) {
 	}
 	if l, err := s.List(); err != nil || len(l) != n {
 		t.Fatalf("List = %d messages, %v; want %d", len(l), err, n)
+	}
+}
+
+// finishAll delivers the messages ids: each is opened and finished, its
+// file recycled.
+func finishAll(t *testing.T, s *Spool, ids []string) {
+	t.Helper()
+	for _, id := range ids {
+		m, err := s.Open(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Finish(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
