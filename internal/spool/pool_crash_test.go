@@ -356,7 +356,9 @@ func TestStaleSparesAreRenamedNotHandedOut(t *testing.T) {
 			runtime.Gosched()
 		}
 	}
-	if n, c := files(), int(s.pool.created.Load()-created); n != before+c {
+	// (A file the filler is creating may not be counted yet: more files
+	// than that is fine, fewer means some were unlinked.)
+	if n, c := files(), int(s.pool.created.Load()-created); n < before+c {
 		t.Fatalf("%d files in the queue directory, %d before and %d created since: %d unlinked", n, before, c, before+c-n)
 	}
 }
