@@ -195,21 +195,24 @@ func (r *Reply) splitEnhanced() {
 // IsEnhancedCode reports whether s has the form class.subject.detail of
 // RFC 3463 2 (class 2, 4 or 5; subject and detail 1 to 3 digits).
 func IsEnhancedCode(s string) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 {
+	// Cut, not Split: this runs on every reply the client reads, and
+	// Split allocates.
+	class, rest, ok := strings.Cut(s, ".")
+	if !ok || class != "2" && class != "4" && class != "5" {
 		return false
 	}
-	if parts[0] != "2" && parts[0] != "4" && parts[0] != "5" {
+	subject, detail, ok := strings.Cut(rest, ".")
+	return ok && isCodeNumber(subject) && isCodeNumber(detail)
+}
+
+// isCodeNumber reports whether p is 1 to 3 digits.
+func isCodeNumber(p string) bool {
+	if len(p) < 1 || len(p) > 3 {
 		return false
 	}
-	for _, p := range parts[1:] {
-		if len(p) < 1 || len(p) > 3 {
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
 			return false
-		}
-		for i := 0; i < len(p); i++ {
-			if p[i] < '0' || p[i] > '9' {
-				return false
-			}
 		}
 	}
 	return true
