@@ -21,8 +21,9 @@ const (
 	// them into the pool with one directory fsync.
 	recycleBatch = 32
 	// maxSpareAge bounds how old a spare may be when Create takes it, so
-	// that queue ids (which carry the file's creation time) stay within
-	// this much of the message's arrival and keep sorting by arrival.
+	// that queue ids (which carry the time the file got its name) stay
+	// within this much of the message's arrival and keep sorting by
+	// arrival. An older spare is renamed to a fresh id, not unlinked.
 	maxSpareAge = 10 * time.Second
 	// reuseMax: a finished message's file up to this size is reused as
 	// it is, blocks and all, its header zeroed; a larger one is emptied
