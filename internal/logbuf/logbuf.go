@@ -61,11 +61,16 @@ func (w *Writer) Write(p []byte) (int, error) {
 	}
 	w.pending = append(w.pending, p...)
 	w.mu.Unlock()
+	w.wake()
+	return len(p), nil
+}
+
+// wake tells the goroutine there is something to do.
+func (w *Writer) wake() {
 	select {
 	case w.kick <- struct{}{}:
 	default:
 	}
-	return len(p), nil
 }
 
 func (w *Writer) run() {
@@ -105,28 +110,15 @@ func (w *Writer) run() {
 }
 
 // Flush waits until every line written before it has gone to the output,
-// and returns the output's last error.
+// and returns the output's last error. (Each Write woke the goroutine,
+// and the goroutine leaves nothing pending when it ends.)
 func (w *Writer) Flush() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for (len(w.pending) > 0 || w.writing) && !w.stopped() {
-		select {
-		case w.kick <- struct{}{}:
-		default:
-		}
+	for len(w.pending) > 0 || w.writing {
 		w.cond.Wait()
 	}
 	return w.err
-}
-
-// stopped reports whether the goroutine has ended; w.mu is held.
-func (w *Writer) stopped() bool {
-	select {
-	case <-w.done:
-		return true
-	default:
-		return false
-	}
 }
 
 // Close writes what is pending, stops the goroutine and returns the
@@ -141,10 +133,7 @@ func (w *Writer) Close() error {
 	w.closed = true
 	w.cond.Broadcast()
 	w.mu.Unlock()
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
+	w.wake()
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()
