@@ -17,12 +17,13 @@ import (
 // every second queued for that mutex (Go execution trace), whenever its
 // holder was descheduled while it held it.
 type idLocks struct {
-	seed   maphash.Seed
-	once   sync.Once
 	shards [idShards]idShard
 }
 
 const idShards = 32
+
+// idSeed picks a shard for an id.
+var idSeed = maphash.MakeSeed()
 
 type idShard struct {
 	mu sync.Mutex
@@ -35,8 +36,7 @@ type idLock struct {
 }
 
 func (l *idLocks) shard(id string) *idShard {
-	l.once.Do(func() { l.seed = maphash.MakeSeed() })
-	return &l.shards[maphash.String(l.seed, id)%idShards]
+	return &l.shards[maphash.String(idSeed, id)%idShards]
 }
 
 // lock locks id and returns the function that unlocks it.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -229,7 +230,7 @@ func (p *sparePool) retire(sp spare) {
 		p.drop(sp)
 		return
 	}
-	if st, err := sp.f.Stat(); err != nil || st.Size() > reserveKeep && sp.f.Truncate(0) != nil {
+	if !fitForReserve(sp.f) {
 		p.drop(sp)
 		return
 	}
@@ -237,6 +238,13 @@ func (p *sparePool) retire(sp spare) {
 	p.mu.Lock()
 	p.reserve = append(p.reserve, sp.id)
 	p.mu.Unlock()
+}
+
+// fitForReserve empties f, a file that holds no message, when it is longer
+// than reserveKeep. It reports whether f can go to the reserve.
+func fitForReserve(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && (st.Size() <= reserveKeep || f.Truncate(0) == nil)
 }
 
 // refresh renames sp to a fresh id, so that the id (which carries the
@@ -286,23 +294,21 @@ func (p *sparePool) recycledLen() int {
 // renamed to fresh ids.
 func (p *sparePool) takeRecycled(n int, batch []spare) []spare {
 	p.mu.Lock()
-	k := min(n, len(p.recycled))
-	taken := p.recycled[len(p.recycled)-k:]
-	batch = append(batch, taken...)
-	clear(taken)
-	p.recycled = p.recycled[:len(p.recycled)-k]
+	rest := len(p.recycled) - min(n, len(p.recycled))
+	taken := slices.Clone(p.recycled[rest:])
+	clear(p.recycled[rest:])
+	p.recycled = p.recycled[:rest]
 	p.mu.Unlock()
-	fresh := batch[:len(batch)-k]
-	for _, sp := range batch[len(batch)-k:] {
+	for _, sp := range taken {
 		if sp.stale() {
 			var ok bool
 			if sp, ok = p.refresh(sp); !ok {
 				continue
 			}
 		}
-		fresh = append(fresh, sp)
+		batch = append(batch, sp)
 	}
-	return fresh
+	return batch
 }
 
 // drop removes a spare. It is not committed, so its unlink needs no

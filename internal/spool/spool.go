@@ -366,11 +366,7 @@ func (s *Spool) adopt(id string) bool {
 			return false
 		}
 	}
-	st, err := f.Stat()
-	if err != nil {
-		return false
-	}
-	return st.Size() <= reserveKeep || f.Truncate(0) == nil
+	return fitForReserve(f)
 }
 
 func (s *Spool) path(id string) string { return filepath.Join(s.dir, id) }
