@@ -435,17 +435,10 @@ func fsyncRate(args []string) error {
 	}
 	defer os.Remove(f.Name())
 	defer f.Close()
-	n, start := 0, time.Now()
-	for n < 100000 && time.Since(start) < 3*time.Second {
-		if _, err := f.WriteAt(buf, 0); err != nil {
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		n++
+	rate, err := overwriteRate([]*os.File{f}, buf)
+	if err != nil {
+		return err
 	}
-	rate := float64(n) / time.Since(start).Seconds()
 
 	// The same over 256 files in turn, as the spool writes its reused
 	// files: each write changes another file's mtime, which a file system
@@ -466,18 +459,10 @@ func fsyncRate(args []string) error {
 	if err := files[0].Sync(); err != nil {
 		return err
 	}
-	r, start := 0, time.Now()
-	for r < 100000 && time.Since(start) < 3*time.Second {
-		g := files[r%len(files)]
-		if _, err := g.WriteAt(buf, 0); err != nil {
-			return err
-		}
-		if err := g.Sync(); err != nil {
-			return err
-		}
-		r++
+	rrate, err := overwriteRate(files, buf)
+	if err != nil {
+		return err
 	}
-	rrate := float64(r) / time.Since(start).Seconds()
 
 	d, err := os.Open(*dir)
 	if err != nil {
@@ -510,6 +495,23 @@ func fsyncRate(args []string) error {
 	crate := float64(m) / time.Since(start).Seconds()
 	fmt.Printf("fsync_per_s=%.0f fsync_us=%.0f rotate_us=%.0f commit_per_s=%.0f commit_us=%.0f\n", rate, 1e6/rate, 1e6/rrate, crate, 1e6/crate)
 	return nil
+}
+
+// overwriteRate writes buf at the start of each of files in turn and
+// fsyncs it, for 3 s or 100,000 times, and returns the rate per second.
+func overwriteRate(files []*os.File, buf []byte) (float64, error) {
+	n, start := 0, time.Now()
+	for n < 100000 && time.Since(start) < 3*time.Second {
+		f := files[n%len(files)]
+		if _, err := f.WriteAt(buf, 0); err != nil {
+			return 0, err
+		}
+		if err := f.Sync(); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // delay is a TCP relay that holds every chunk of data for the given time
