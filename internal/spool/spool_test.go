@@ -503,13 +503,7 @@ func TestWriterPathsKeepEveryOctet(t *testing.T) {
 			if round == 0 {
 				// Delivered: the file goes back to the pool for reuse by the
 				// next round's smaller or larger messages.
-				m, err := s.Open(w.ID())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := m.Finish(); err != nil {
-					t.Fatal(err)
-				}
+				finishAll(t, s, []string{w.ID()})
 				continue
 			}
 			ids = append(ids, w.ID())
