@@ -51,6 +51,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	// goroutine (internal/logbuf), not straight to stderr.
 	lw := logbuf.New(stderr)
 	log := newLogger(cfg, lw)
+	if cpus, procs := raiseProcs(); procs != cpus {
+		log.Info("scheduler: more Ps than CPUs, for the goroutines blocked on the disk", "gomaxprocs_default", cpus, "gomaxprocs", procs)
+	}
 	err = serve(ctx, cfg, log, stdout)
 	if err != nil {
 		log.Error("posthorn stopped", "err", err)
