@@ -599,7 +599,7 @@ func (s *session) cmdData(arg string) error {
 	s.tc.timeout = s.srv.o.Limits.DataTimeout
 	dr := smtp.NewDataReader(s.br, s.srv.o.Limits.MessageSize, s.srv.o.Limits.LineLength)
 	s.startFloor()
-	region := trace.StartRegion(context.Background(), regionBody)
+	region := trace.StartRegion(context.Background(), regionData)
 	_, err := bufpool.Copy(s.tx.dst, dr)
 	region.End()
 	if err == nil || !isNetErr(err) {
@@ -668,7 +668,7 @@ func (s *session) cmdBdat(arg string) error {
 		}
 	}
 	s.startFloor()
-	region := trace.StartRegion(context.Background(), regionBody)
+	region := trace.StartRegion(context.Background(), regionData)
 	copied, err := bufpool.CopyN(w, s.br, n)
 	region.End()
 	if err == nil || !isNetErr(err) {
@@ -724,14 +724,15 @@ func firstOr(f []string, d string) string {
 }
 
 // Execution-trace regions around the two parts of a message's way from
-// its last octet to the 250: reading the data and committing it. With a
+// the 354 (or its first BDAT chunk) to the 250: reading its data and
+// committing it. With a
 // Go execution trace running (/debug/pprof/trace on the metrics listener
 // when POSTHORN_PPROF=1), `go tool trace` splits each region's time into
 // running, waiting for the network, for a lock, in system calls and for
 // a CPU ("User-defined regions"): the profile behind bench/results'
 // notes on the saturated p99. Without a trace a region costs one check.
 const (
-	regionBody   = "smtp.data"
+	regionData   = "smtp.data"
 	regionCommit = "smtp.commit"
 )
 
