@@ -723,14 +723,14 @@ func firstOr(f []string, d string) string {
 	return d
 }
 
-// Execution-trace regions around the two parts of a message's way from
-// the 354 (or its first BDAT chunk) to the 250: reading its data and
-// committing it. With a
-// Go execution trace running (/debug/pprof/trace on the metrics listener
-// when POSTHORN_PPROF=1), `go tool trace` splits each region's time into
-// running, waiting for the network, for a lock, in system calls and for
-// a CPU ("User-defined regions"): the profile behind bench/results'
-// notes on the saturated p99. Without a trace a region costs one check.
+// Execution-trace regions around the two parts of a message's way to its
+// 250: reading its data (after the 354, or each BDAT chunk) and
+// committing it. With a Go execution trace running (/debug/pprof/trace on
+// the metrics listener when POSTHORN_PPROF=1), `go tool trace` splits
+// each region's time into running, waiting for the network, for a lock,
+// in system calls and for a CPU ("User-defined regions"): the profile
+// behind bench/results' notes on the saturated p99. Without a trace a
+// region costs one check.
 const (
 	regionData   = "smtp.data"
 	regionCommit = "smtp.commit"
