@@ -13,20 +13,24 @@ func TestProcsFor(t *testing.T) {
 	}
 }
 
-func TestRaiseProcsKeepsTheOperatorsSetting(t *testing.T) {
+// TestRaiseProcs: raised from the runtime's default, unless the operator
+// set GOMAXPROCS.
+func TestRaiseProcs(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	t.Setenv("GOMAXPROCS", "1")
-	runtime.GOMAXPROCS(1)
-	if before, after := raiseProcs(); before != 1 || after != 1 || runtime.GOMAXPROCS(0) != 1 {
-		t.Fatalf("with GOMAXPROCS=1 set: before %d after %d, now %d; want 1 throughout", before, after, runtime.GOMAXPROCS(0))
-	}
-}
-
-func TestRaiseProcsRaises(t *testing.T) {
-	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	t.Setenv("GOMAXPROCS", "")
-	runtime.GOMAXPROCS(2)
-	if before, after := raiseProcs(); before != 2 || after != 3 || runtime.GOMAXPROCS(0) != 3 {
-		t.Fatalf("before %d after %d, now %d; want 2, 3, 3", before, after, runtime.GOMAXPROCS(0))
+	for _, c := range []struct {
+		env          string
+		start, after int
+	}{
+		{env: "", start: 2, after: 3},
+		{env: "1", start: 1, after: 1},
+		{env: "2", start: 2, after: 2},
+	} {
+		t.Setenv("GOMAXPROCS", c.env)
+		runtime.GOMAXPROCS(c.start)
+		before, after := raiseProcs()
+		if before != c.start || after != c.after || runtime.GOMAXPROCS(0) != c.after {
+			t.Errorf("GOMAXPROCS=%q, starting at %d: before %d, after %d, now %d; want %d, %d, %d",
+				c.env, c.start, before, after, runtime.GOMAXPROCS(0), c.start, c.after, c.after)
+		}
 	}
 }
