@@ -56,6 +56,10 @@ type spare struct {
 	id   string
 	f    *os.File
 	born time.Time
+	// size is the file's length: an earlier message's bytes may follow
+	// the next message's end (Commit takes it for the fresh Message, so
+	// that Finish can decide whether to empty the file without an fstat).
+	size int64
 }
 
 // sparePool keeps empty message files ready for Create, so that receiving a
@@ -110,12 +114,12 @@ func (p *sparePool) wake() {
 }
 
 // get returns an empty message file whose name is durable.
-func (p *sparePool) get() (string, *os.File, error) {
+func (p *sparePool) get() (spare, error) {
 	select {
 	case sp := <-p.spares:
 		p.wake()
 		if !sp.stale() {
-			return sp.id, sp.f, nil
+			return sp, nil
 		}
 		// The pool sat unused: the others are stale too. Leave them
 		// to the filler and shrink the pool.
@@ -137,20 +141,20 @@ func (p *sparePool) get() (string, *os.File, error) {
 		sp = r[0]
 		if err := writeOut(sp.f, headerSize); err != nil {
 			p.drop(sp)
-			return "", nil, fmt.Errorf("spool: create: %w", err)
+			return spare{}, fmt.Errorf("spool: create: %w", err)
 		}
 	} else {
 		p.made.Add(1)
 		var err error
 		if sp, err = p.s.newFile(); err != nil {
-			return "", nil, err
+			return spare{}, err
 		}
 	}
 	if err := p.s.syncer.sync(1); err != nil {
 		p.drop(sp)
-		return "", nil, fmt.Errorf("directory fsync: %w", err)
+		return spare{}, fmt.Errorf("directory fsync: %w", err)
 	}
-	return sp.id, sp.f, nil
+	return sp, nil
 }
 
 func (sp spare) stale() bool { return time.Since(sp.born) > maxSpareAge }
@@ -193,6 +197,8 @@ func (p *sparePool) recycle(f *os.File, id string, size int64) bool {
 		}
 	} else if err := f.Truncate(0); err != nil {
 		return false
+	} else {
+		size = 0
 	}
 	now := time.Now()
 	nid := p.s.ids.next(now)
@@ -209,7 +215,7 @@ func (p *sparePool) recycle(f *os.File, id string, size int64) bool {
 		return true
 	}
 	p.mu.Lock()
-	p.recycled = append(p.recycled, spare{id: nid, f: f, born: now})
+	p.recycled = append(p.recycled, spare{id: nid, f: f, born: now, size: size})
 	n := len(p.recycled)
 	p.mu.Unlock()
 	if n >= recycleBatch {
@@ -257,7 +263,7 @@ func (p *sparePool) refresh(sp spare) (spare, bool) {
 		p.drop(sp)
 		return spare{}, false
 	}
-	return spare{id: nid, f: sp.f, born: now}, true
+	return spare{id: nid, f: sp.f, born: now, size: sp.size}, true
 }
 
 // takeReserve opens up to n reserved files, renamed to fresh ids, into
@@ -273,11 +279,17 @@ func (p *sparePool) takeReserve(n int, batch []spare) []spare {
 		p.reserve = p.reserve[:len(p.reserve)-1]
 		p.mu.Unlock()
 		f, err := openFile(p.s.path(id), os.O_RDWR, 0)
+		var st os.FileInfo
+		if err == nil {
+			if st, err = f.Stat(); err != nil {
+				f.Close()
+			}
+		}
 		if err != nil {
 			os.Remove(p.s.path(id))
 			continue
 		}
-		if sp, ok := p.refresh(spare{id: id, f: f}); ok {
+		if sp, ok := p.refresh(spare{id: id, f: f, size: st.Size()}); ok {
 			batch = append(batch, sp)
 		}
 	}

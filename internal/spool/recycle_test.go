@@ -115,6 +115,20 @@ func TestFinishRecyclesTheFileAsASpare(t *testing.T) {
 			if b != "second life\r\n" {
 				t.Fatalf("recycled file holds %q", b)
 			}
+			// The Message its first Open gets knows the file's length,
+			// the earlier message's (Finish decides on it).
+			m, err := s.Open(w.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			st, err := os.Stat(s.path(w.ID()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.hdr.fileSize != st.Size() || st.Size() < 6000 {
+				t.Fatalf("fresh Message: file size %d, the file has %d (the earlier message's 6000 and more)", m.hdr.fileSize, st.Size())
+			}
 			return
 		}
 		w.Abort()

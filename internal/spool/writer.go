@@ -18,8 +18,9 @@ type Writer struct {
 	s     *Spool
 	id    string
 	f     *os.File
+	size  int64     // the file's length before this message (a reused file's)
 	buf   *[]byte   // pooled; the file's octets from off on, not yet written
-	off   int64     // file offset of buf's first octet: 0 until the first flush
+	off   int64     // file offset of buf's first octet: 0 until the first flush; after Commit, the message's end
 	sum   hash.Hash // SHA-256 of the body, as it streams
 	first byte      // the body's first octet, once n > 0
 	n     int64
@@ -55,11 +56,20 @@ func (w *Writer) flush() error {
 	if len(b) == 0 {
 		return nil
 	}
-	if _, err := w.f.WriteAt(b, w.off); err != nil {
+	if err := w.writeOn(b); err != nil {
 		return err
 	}
-	w.off += int64(len(b))
 	*w.buf = b[:0]
+	return nil
+}
+
+// writeOn writes p to the file at w.off, after what is written, and
+// moves w.off past it.
+func (w *Writer) writeOn(p []byte) error {
+	if _, err := w.f.WriteAt(p, w.off); err != nil {
+		return err
+	}
+	w.off += int64(len(p))
 	return nil
 }
 
@@ -72,11 +82,7 @@ func (w *Writer) put(p []byte) error {
 			return err
 		}
 		if len(p) > cap(*w.buf) {
-			if _, err := w.f.WriteAt(p, w.off); err != nil {
-				return err
-			}
-			w.off += int64(len(p))
-			return nil
+			return w.writeOn(p)
 		}
 	}
 	*w.buf = append(*w.buf, p...)
@@ -91,11 +97,11 @@ func (s *Spool) Create() (*Writer, error) {
 		return nil, ErrClosed
 	}
 	// A spare: an empty file whose name is already durable.
-	id, f, err := s.pool.get()
+	sp, err := s.pool.get()
 	if err != nil {
 		return nil, fmt.Errorf("spool: create: %w", err)
 	}
-	w := &Writer{s: s, id: id, f: f, sum: sha256.New()}
+	w := &Writer{s: s, id: sp.id, f: sp.f, size: sp.size, sum: sha256.New()}
 	// Room for the header, filled in by Commit. Until then it stays zero,
 	// which is what marks the file as not committed.
 	w.buf = bufPool.Get().(*[]byte)
@@ -229,6 +235,7 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) (err error) {
 		if _, err := w.f.WriteAt(b[:first], 0); err != nil {
 			return fmt.Errorf("spool: commit %s: %w", w.id, err)
 		}
+		w.off = int64(len(b))
 	} else {
 		if err := w.put(envb); err != nil {
 			return fmt.Errorf("spool: commit %s: %w", w.id, err)
@@ -244,15 +251,14 @@ func (w *Writer) Commit(ctx context.Context, env *Envelope) (err error) {
 		return fmt.Errorf("spool: commit %s: fsync: %w", w.id, err)
 	}
 	// Kept open for the first delivery attempt's Open. The size is the
-	// file's, which a reused file's earlier message may make longer than
-	// this one (Finish decides on it whether to empty the file).
-	if st, err := w.f.Stat(); err == nil {
-		h.fileSize = st.Size()
-		stored := env.clone()
-		stored.envSum = h.envSum
-		if w.s.fresh.put(&Message{Envelope: stored, s: w.s, f: w.f, hdr: h}) {
-			return nil
-		}
+	// file's: the message's end (w.off, everything written), or a reused
+	// file's earlier length when that is longer (Finish decides on it
+	// whether to empty the file).
+	h.fileSize = max(w.size, w.off)
+	stored := env.clone()
+	stored.envSum = h.envSum
+	if w.s.fresh.put(&Message{Envelope: stored, s: w.s, f: w.f, hdr: h}) {
+		return nil
 	}
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("spool: commit %s: %w", w.id, err)
