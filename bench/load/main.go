@@ -441,8 +441,9 @@ func fsyncRate(args []string) error {
 	}
 
 	// The same over 256 files in turn, as the spool writes its reused
-	// files: each write changes another file's mtime, which a file system
-	// without a journal writes out with the data (a second device write).
+	// files: each write changes another file's timestamps (and, on ext4,
+	// its i_version), which ext4 without a journal writes out with the
+	// data (a second device write; lazytime does not spare it).
 	var files []*os.File
 	for range 256 {
 		g, err := os.CreateTemp(*dir, "rotate-*")
