@@ -167,18 +167,24 @@ func latency(args []string) error {
 		time.Sleep(time.Until(due))
 	}
 	var mu sync.Mutex
-	var lat []time.Duration
+	var lat, stamped []time.Duration
 	var firstErr error
 	var wg sync.WaitGroup
 	for range *sessions {
 		wg.Go(func() {
-			var mine []time.Duration
+			var mine, mineStamped []time.Duration
 			err := func() error {
 				c, err := dial(*addr, netip.Addr{}, deadline)
 				if err != nil {
 					return err
 				}
 				defer c.c.Close()
+				// After the greeting nothing is buffered: from here the
+				// replies are read with their kernel receive times.
+				sr, serr := newStampReader(c.c)
+				if serr == nil {
+					c.br = bufio.NewReaderSize(sr, 4096)
+				}
 				if err := c.cmd("EHLO load.bench.example", 250); err != nil {
 					return err
 				}
@@ -207,11 +213,15 @@ func latency(args []string) error {
 						return err
 					}
 					mine = append(mine, time.Since(t0))
+					if sr != nil && !sr.last.IsZero() {
+						mineStamped = append(mineStamped, sr.last.Sub(t0))
+					}
 				}
 				return c.cmd("QUIT", 221)
 			}()
 			mu.Lock()
 			lat = append(lat, mine...)
+			stamped = append(stamped, mineStamped...)
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
@@ -224,11 +234,18 @@ func latency(args []string) error {
 		return fmt.Errorf("no message accepted: %v", firstErr)
 	}
 	slices.Sort(lat)
-	pct := func(p float64) float64 {
+	slices.Sort(stamped)
+	pct := func(lat []time.Duration, p float64) float64 {
 		return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))].Microseconds()) / 1000
 	}
-	fmt.Printf("messages=%d seconds=%.3f msgs_per_s=%.1f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n",
-		len(lat), elapsed.Seconds(), float64(len(lat))/elapsed.Seconds(), pct(0.50), pct(0.99), pct(1))
+	fmt.Printf("messages=%d seconds=%.3f msgs_per_s=%.1f p50_ms=%.3f p99_ms=%.3f max_ms=%.3f",
+		len(lat), elapsed.Seconds(), float64(len(lat))/elapsed.Seconds(), pct(lat, 0.50), pct(lat, 0.99), pct(lat, 1))
+	// The same latencies ended when the 250 reached the client's socket
+	// (kernel receive time), not when the client got a CPU to read it.
+	if len(stamped) == len(lat) {
+		fmt.Printf(" kp50_ms=%.3f kp99_ms=%.3f kmax_ms=%.3f", pct(stamped, 0.50), pct(stamped, 0.99), pct(stamped, 1))
+	}
+	fmt.Println()
 	if firstErr != nil {
 		fmt.Fprintln(os.Stderr, "load: some sessions failed:", firstErr)
 	}
