@@ -549,12 +549,13 @@ func TestPosthornDeliversToPostfix(t *testing.T) {
 
 	// A third message while a connection waits in posthorn's pool: it
 	// goes over that connection, whose RSET check travels in the same
-	// write as MAIL, RCPT and DATA (RFC 2920). Postfix takes the group
-	// without complaint and counts the RSET when the idle connection is
-	// closed (after 5 s).
+	// write as MAIL, RCPT and the message in BDAT LAST (Postfix offers
+	// CHUNKING; RFC 2920, RFC 3030). Postfix takes the group without
+	// complaint and counts the RSET when the idle connection is closed
+	// (after 5 s).
 	sendFromA(t, a, "posthorn to postfix again", "bob@pf.example")
-	a.waitLog(`msg="remote delivery" .*rcpt=bob@pf.example status=delivered .*tls=true`, 3)
-	pf.waitMaillog(`disconnect from \S+ .*mail=[2-9] rcpt=[2-9] data=[2-9] rset=[1-9] quit=1`)
+	a.waitLog(`msg="remote delivery" .*rcpt=bob@pf.example status=delivered .*in_reply_to="BDAT LAST" .*tls=true`, 3)
+	pf.waitMaillog(`disconnect from \S+ .*mail=[2-9] rcpt=[2-9] bdat=[2-9] rset=[1-9] quit=1`)
 	if log := pf.maillog(); strings.Contains(log, "improper command pipelining") {
 		t.Errorf("Postfix saw improper pipelining:\n%s", log)
 	}

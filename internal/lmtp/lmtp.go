@@ -150,7 +150,7 @@ func (d *Deliverer) Deliver(ctx context.Context, t Target, env *spool.Envelope, 
 	resps, err := c.Send(ctx, m)
 	for i, r := range resps {
 		switch {
-		case r.Command == "end of DATA" && r.Reply.Code >= 200 && r.Reply.Code < 300:
+		case r.Final() && r.Reply.Code >= 200 && r.Reply.Code < 300:
 			out[i] = queue.Outcome{Status: queue.Delivered, Detail: where + ": " + outbound.ReplyLine(r.Reply)}
 		case r.Reply.Permanent():
 			out[i] = queue.Outcome{Status: queue.Failed, Detail: where + ": " + outbound.ReplyLine(r.Reply)}

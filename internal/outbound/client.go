@@ -493,8 +493,9 @@ type Rcpt struct {
 }
 
 // Response is the final reply about one recipient and the command it
-// answered ("MAIL FROM", "RCPT TO", "DATA", "end of DATA"). Reply.Code is 0
-// when no reply came: Send's error says why.
+// answered ("MAIL FROM", "RCPT TO", "DATA", "BDAT", or EndOfData or
+// BDATLast: see Final). Reply.Code is 0 when no reply came: Send's error
+// says why.
 type Response struct {
 	Command string
 	Reply   smtp.Reply
@@ -502,7 +503,9 @@ type Response struct {
 
 // Send runs one transaction: MAIL, RCPT for each recipient and DATA
 // (all in one write when the server offers PIPELINING, RFC 2920), then
-// the message. It returns one Response per recipient, in order. A refusing
+// the message; to an SMTP server that also offers CHUNKING, MAIL, the
+// RCPTs and the message in BDAT chunks instead, a message of up to 64 KiB
+// in the same write (sendChunks). It returns one Response per recipient, in order. A refusing
 // reply is not an error; the error is about the connection (network,
 // timeout, protocol) and then the recipients without a reply have Code 0.
 // After Send the connection is ready for another transaction, unless it
@@ -539,53 +542,22 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 		}
 	}
 
+	if c.ext.Pipelining && c.ext.Chunking && !c.o.LMTP {
+		return c.sendChunks(ctx, m, lines, res)
+	}
+
 	var mailReply, dataReply smtp.Reply
 	accepted := 0
 	if c.ext.Pipelining {
 		// DATA may end a group and RSET may stand anywhere in one (RFC
 		// 2920 3.1): one round trip up to the 354.
-		resetFirst := c.resetFirst
-		c.resetFirst = false
-		if resetFirst {
-			c.queue("RSET")
-		}
-		for _, l := range lines {
-			c.queue(l)
-		}
+		resetFirst := c.queueEnvelope(lines)
 		c.queue("DATA")
-		if err := c.flush(ctx, to.Mail); err != nil {
-			if resetFirst {
-				err = fmt.Errorf("%w: %w", ErrStale, err)
-			}
-			return res, err
-		}
-		if resetFirst {
-			r, err := c.read(ctx, c.o.Timeouts.Command)
-			if err == nil && r.Code != 250 {
-				// Whatever the server makes of the rest of the group,
-				// the connection goes before any message data: nothing
-				// is delivered without its final dot.
-				err = c.fail(&ReplyError{Command: "RSET", Reply: r})
-			}
-			if err != nil {
-				return res, fmt.Errorf("%w: %w", ErrStale, err)
-			}
-		}
-		r, err := c.read(ctx, to.Mail)
+		r, n, err := c.envelopeReplies(ctx, resetFirst, res)
 		if err != nil {
 			return res, err
 		}
-		mailReply = r
-		for i := range m.Rcpts {
-			r, err := c.read(ctx, to.Rcpt)
-			if err != nil {
-				return res, err
-			}
-			res[i] = Response{Command: "RCPT TO", Reply: r}
-			if ok(r) {
-				accepted++
-			}
-		}
+		mailReply, accepted = r, n
 		if dataReply, err = c.read(ctx, to.DataInit); err != nil {
 			return res, err
 		}
@@ -674,22 +646,80 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 			continue
 		}
 		if !c.o.LMTP && shared.Code != 0 {
-			res[i] = Response{Command: "end of DATA", Reply: shared}
+			res[i] = Response{Command: EndOfData, Reply: shared}
 			continue
 		}
 		r, err := c.read(ctx, to.DataFinal)
 		if err != nil {
 			for j := i; j < len(res); j++ {
 				if ok(res[j].Reply) {
-					res[j] = Response{Command: "end of DATA"}
+					res[j] = Response{Command: EndOfData}
 				}
 			}
 			return res, err
 		}
 		shared = r
-		res[i] = Response{Command: "end of DATA", Reply: r}
+		res[i] = Response{Command: EndOfData, Reply: r}
 	}
 	return res, nil
+}
+
+// queueEnvelope buffers, for one pipelined write, RSET when ResetFirst
+// asked for it, then MAIL and the RCPTs (lines). It reports whether RSET
+// is in front.
+func (c *Client) queueEnvelope(lines []string) (resetFirst bool) {
+	resetFirst = c.resetFirst
+	c.resetFirst = false
+	if resetFirst {
+		c.queue("RSET")
+	}
+	for _, l := range lines {
+		c.queue(l)
+	}
+	return resetFirst
+}
+
+// envelopeReplies sends what is buffered (queueEnvelope's commands and
+// what followed them: DATA, or the first BDAT chunk) and reads the
+// replies to RSET, MAIL and each RCPT, which go into res. It returns the
+// MAIL reply and how many recipients were accepted. A dead connection
+// or a refused RSET comes back as ErrStale when RSET led the group.
+func (c *Client) envelopeReplies(ctx context.Context, resetFirst bool, res []Response) (smtp.Reply, int, error) {
+	to := c.o.Timeouts
+	if err := c.flush(ctx, to.Mail); err != nil {
+		if resetFirst {
+			err = fmt.Errorf("%w: %w", ErrStale, err)
+		}
+		return smtp.Reply{}, 0, err
+	}
+	if resetFirst {
+		r, err := c.read(ctx, to.Command)
+		if err == nil && r.Code != 250 {
+			// Whatever the server makes of the rest of the group, the
+			// connection goes: nothing is delivered without its final
+			// dot (DATA) or its BDAT LAST.
+			err = c.fail(&ReplyError{Command: "RSET", Reply: r})
+		}
+		if err != nil {
+			return smtp.Reply{}, 0, fmt.Errorf("%w: %w", ErrStale, err)
+		}
+	}
+	mail, err := c.read(ctx, to.Mail)
+	if err != nil {
+		return mail, 0, err
+	}
+	accepted := 0
+	for i := range res {
+		r, err := c.read(ctx, to.Rcpt)
+		if err != nil {
+			return mail, accepted, err
+		}
+		res[i] = Response{Command: "RCPT TO", Reply: r}
+		if r.Code/100 == 2 {
+			accepted++
+		}
+	}
+	return mail, accepted, nil
 }
 
 // endEmptyData ends with a lone dot a DATA that a server accepted although

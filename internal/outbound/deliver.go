@@ -837,7 +837,7 @@ func (g *group) transact(s *sess, pending []int) []int {
 		for i, p := range chunk {
 			r := resps[i]
 			switch {
-			case r.Command == "end of DATA" && r.Reply.Code >= 200 && r.Reply.Code < 300:
+			case r.Final() && r.Reply.Code >= 200 && r.Reply.Code < 300:
 				g.finish(p, queue.Delivered, replyDetail(s.host, s.ip, r.Reply), append([]any{"in_reply_to", r.Command, "tls", s.c.TLS() != nil}, tlsAttrs(s.tls)...)...)
 				// Without DSN the next hop drops NOTIFY: a success
 				// request ends here (RFC 3461 5.2.2).

@@ -59,7 +59,8 @@ func FuzzReadReply(f *testing.F) {
 
 // FuzzClient runs a whole client transaction against a server that
 // sends arbitrary bytes: the client must neither panic nor hang, and may
-// only call a recipient delivered after a 2xx to the end of data. With
+// only call a recipient delivered after a 2xx to the end of data (the
+// final dot, or BDAT LAST when the server offers CHUNKING). With
 // reused, the transaction starts with the pooled connection's RSET check
 // (ResetFirst): a stale connection (ErrStale) leaves every recipient
 // without a reply, so that it can be tried again elsewhere.
@@ -74,6 +75,9 @@ func FuzzClient(f *testing.F) {
 		"220 hi\r\n250-x\r\n250 PIPELINING\r\n250 reset\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 done\r\n",
 		"220 hi\r\n250-x\r\n250 PIPELINING\r\n421 idle\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n",
 		"220 hi\r\n250-x\r\n250 PIPELINING\r\n250 ok\r\n550 no\r\n550 no\r\n354 go\r\n250 empty\r\n",
+		"220 hi\r\n250-x\r\n250-PIPELINING\r\n250 CHUNKING\r\n250 ok\r\n250 ok\r\n550 no\r\n250 taken\r\n",
+		"220 hi\r\n250-x\r\n250-PIPELINING\r\n250 CHUNKING\r\n250 reset\r\n553 no\r\n503 a\r\n503 b\r\n503 c\r\n250 reset\r\n",
+		"220 hi\r\n250-x\r\n250-CHUNKING\r\n250 PIPELINING\r\n250 ok\r\n550 no\r\n550 no\r\n554 nobody\r\n",
 	} {
 		f.Add(s, false, false)
 		f.Add(s, true, false)
@@ -109,7 +113,7 @@ func FuzzClient(f *testing.F) {
 			t.Fatalf("%d responses", len(res))
 		}
 		for _, r := range res {
-			if r.Reply.Code/100 == 2 && r.Command != "end of DATA" && (err == nil || r.Command != "RCPT TO") {
+			if r.Reply.Code/100 == 2 && !r.Final() && (err == nil || r.Command != "RCPT TO") {
 				t.Fatalf("2xx %+v", r)
 			}
 			if errors.Is(err, ErrStale) && r.Reply.Code != 0 {

@@ -90,11 +90,14 @@ type fake struct {
 	// DataAlways answers DATA with 354 even without MAIL or recipients,
 	// as a broken server might.
 	DataAlways bool
-	Final      string            // reply after the dot; default 250
-	NoFinal    bool              // never answer after the dot
-	HangUp     bool              // close the connection after answering the dot
-	Rset       string            // reply to RSET; default 250
-	Users      map[string]string // AUTH PLAIN accounts; nil: no AUTH
+	Final      string // reply after the dot; default 250
+	NoFinal    bool   // never answer after the dot
+	HangUp     bool   // close the connection after answering the dot
+	Rset       string // reply to RSET; default 250
+	// Chunk is the reply to a BDAT chunk that is not the last; default
+	// 250. Any other ends the transaction: later chunks get 503.
+	Chunk string
+	Users map[string]string // AUTH PLAIN accounts; nil: no AUTH
 
 	mu     sync.Mutex
 	conns  int
@@ -107,7 +110,7 @@ type fakeMsg struct {
 	From   string
 	Params string
 	Rcpts  []string // "addr params" as sent
-	Body   string   // as sent, dot-stuffing undone, CRLF kept
+	Body   string   // as sent, dot-stuffing undone (DATA) or the chunks joined (BDAT), CRLF kept
 	TLS    bool
 	Auth   string
 	Conn   int
@@ -279,6 +282,41 @@ func (f *fake) session(t *testing.T, c net.Conn, n int) {
 			if f.HangUp {
 				return
 			}
+		case "BDAT":
+			// RFC 3030: the chunk is read whatever the reply.
+			size, last, _ := strings.Cut(arg, " ")
+			n, err := strconv.Atoi(size)
+			if err != nil || n < 0 {
+				w("501 5.5.4 bad chunk size\r\n")
+				return
+			}
+			data := make([]byte, n)
+			if _, err := io.ReadFull(br, data); err != nil {
+				return
+			}
+			isLast := strings.EqualFold(last, "LAST")
+			switch {
+			case cur == nil:
+				w("503 5.5.1 need MAIL first\r\n")
+				continue
+			case len(cur.Rcpts) == 0:
+				w("554 5.5.1 no valid recipients\r\n")
+				continue
+			}
+			cur.Body += string(data)
+			if !isLast {
+				r := def(f.Chunk, "250 2.0.0 chunk taken")
+				if !strings.HasPrefix(r, "2") {
+					cur = nil
+				}
+				w(r + "\r\n")
+				continue
+			}
+			f.mu.Lock()
+			f.msgs = append(f.msgs, *cur)
+			f.mu.Unlock()
+			cur = nil
+			w(def(f.Final, "250 2.0.0 queued") + "\r\n")
 		case "RSET":
 			cur = nil
 			w(def(f.Rset, "250 2.0.0 ok") + "\r\n")

@@ -158,10 +158,20 @@ type DataWriter struct {
 	w      *bufio.Writer
 	atBOL  bool
 	prevCR bool
+	// chunk: for BDAT (RFC 3030), where the length frames the data: line
+	// endings are made CRLF all the same, but no dot is doubled and Close
+	// adds no end-of-data line.
+	chunk bool
 }
 
 // NewDataWriter wraps w; the caller flushes w after Close.
 func NewDataWriter(w *bufio.Writer) *DataWriter { return &DataWriter{w: w, atBOL: true} }
+
+// NewChunkWriter is NewDataWriter for BDAT chunks: CRLF line endings (a
+// last line without one gets it at Close), no dot-stuffing, no final dot.
+func NewChunkWriter(w *bufio.Writer) *DataWriter {
+	return &DataWriter{w: w, atBOL: true, chunk: true}
+}
 
 // Write implements io.Writer. Runs of bytes without CR or LF are copied
 // whole (found with bytes.IndexByte): byte at a time, this writer was a
@@ -188,7 +198,7 @@ func (d *DataWriter) Write(p []byte) (int, error) {
 			p = p[1:]
 			continue
 		}
-		if d.atBOL && c == '.' {
+		if d.atBOL && c == '.' && !d.chunk {
 			d.w.WriteByte('.')
 		}
 		d.atBOL = false
@@ -218,7 +228,7 @@ func (d *DataWriter) endLine() {
 	d.atBOL = true
 }
 
-// Close writes the end-of-data line.
+// Close ends the last line and, for DATA, writes the end-of-data line.
 func (d *DataWriter) Close() error {
 	if d.prevCR {
 		d.prevCR = false
@@ -226,6 +236,9 @@ func (d *DataWriter) Close() error {
 	}
 	if !d.atBOL {
 		d.endLine()
+	}
+	if d.chunk {
+		return nil
 	}
 	_, err := d.w.WriteString(".\r\n")
 	return err

@@ -177,6 +177,35 @@ func TestDataWriterNormalisesAndStuffs(t *testing.T) {
 	}
 }
 
+// For BDAT the length frames the data: line endings are normalized as for
+// DATA, but dots stay as they are and nothing marks the end.
+func TestChunkWriterNormalisesWithoutStuffing(t *testing.T) {
+	cases := map[string]string{
+		"a\r\nb\r\n":     "a\r\nb\r\n",
+		"a\nb":           "a\r\nb\r\n",
+		".x\n..y\r\n.":   ".x\r\n..y\r\n.\r\n",
+		"a\rb\r":         "a\r\nb\r\n",
+		"a\r\n.\r\nQUIT": "a\r\n.\r\nQUIT\r\n",
+		"":               "",
+		"a\r\r\n.\r\r\n": "a\r\n\r\n.\r\n\r\n",
+	}
+	for in, want := range cases {
+		for _, step := range []int{1, len(in) + 1} {
+			var buf bytes.Buffer
+			bw := bufio.NewWriter(&buf)
+			w := NewChunkWriter(bw)
+			for i := 0; i < len(in); i += step {
+				w.Write([]byte(in[i:min(i+step, len(in))]))
+			}
+			w.Close()
+			bw.Flush()
+			if buf.String() != want {
+				t.Errorf("%q in writes of %d: got %q, want %q", in, step, buf.String(), want)
+			}
+		}
+	}
+}
+
 func TestReadReplyCleansControlCharacters(t *testing.T) {
 	r, err := ReadReply(bufio.NewReader(strings.NewReader("550 5.1.1 bad\ruser\x00 here\r\n")))
 	if err != nil || r.Enhanced != "5.1.1" || r.Text() != "bad?user? here" {

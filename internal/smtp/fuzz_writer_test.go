@@ -88,5 +88,28 @@ func FuzzDataWriter(f *testing.F) {
 				t.Fatalf("bare line ending in %q", out)
 			}
 		}
+
+		// For BDAT the same octets without the DATA framing: the
+		// final dot line gone and each stuffed dot undone.
+		var chunk bytes.Buffer
+		cbw := bufio.NewWriterSize(&chunk, 16)
+		cw := NewChunkWriter(cbw)
+		for _, part := range [][]byte{in[:a], in[a:b], in[b:]} {
+			if n, err := cw.Write(part); n != len(part) || err != nil {
+				t.Fatalf("chunk Write(%q) = %d, %v", part, n, err)
+			}
+		}
+		if err := cw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		cbw.Flush()
+		want := bytes.TrimSuffix(out, []byte(".\r\n"))
+		var unstuffed []byte
+		for line := range bytes.SplitAfterSeq(want, []byte("\r\n")) {
+			unstuffed = append(unstuffed, bytes.TrimPrefix(line, []byte("."))...)
+		}
+		if !bytes.Equal(chunk.Bytes(), unstuffed) {
+			t.Fatalf("input %q split at %d, %d, for BDAT:\n got %q\nwant %q", in, a, b, chunk.Bytes(), unstuffed)
+		}
 	})
 }
