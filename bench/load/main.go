@@ -5,7 +5,7 @@
 //
 //	load latency -addr 127.0.0.1:2525 -sessions 50 -messages 2000 -size 1024 -rcpt x@bench.test [-rate 500]
 //	load steps -addr 127.0.0.1:2525 -messages 2000 -size 1024 -rcpt x@bench.test
-//	load null -addr 127.0.0.1:2700 -timeout 60s
+//	load null -addr 127.0.0.1:2700 -timeout 60s [-chunking]
 //	load delay -listen 127.0.0.1:2701 -to 127.0.0.1:2600 -delay 5ms -timeout 60s
 //	load idle -addr 127.0.0.1:2525 -sessions 10000 -hold 30s -ready FILE
 //	load fsync -dir DIR
@@ -16,11 +16,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -340,6 +342,7 @@ func null(args []string) error {
 	fs := flag.NewFlagSet("null", flag.ExitOnError)
 	addr := fs.String("addr", "127.0.0.1:2700", "address to listen on (loopback)")
 	limit := fs.Duration("timeout", 60*time.Second, "how long to serve")
+	chunking := fs.Bool("chunking", false, "announce PIPELINING, 8BITMIME and CHUNKING and take BDAT (RFC 3030), as a next hop like Postfix or Gmail does")
 	fs.Parse(args)
 	return serveFor(*addr, *limit, func(c net.Conn) {
 		br := bufio.NewReader(c)
@@ -358,6 +361,18 @@ func null(args []string) error {
 				inData = false
 			case verb == "DATA":
 				inData, reply = true, "354 go on\r\n"
+			case *chunking && strings.HasPrefix(verb, "EHLO "):
+				reply = "250-null\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 CHUNKING\r\n"
+			case *chunking && strings.HasPrefix(verb, "BDAT "):
+				size, _, _ := strings.Cut(strings.TrimPrefix(verb, "BDAT "), " ")
+				n, err := strconv.ParseInt(size, 10, 64)
+				if err != nil || n < 0 {
+					c.Write([]byte("501 bad chunk size\r\n"))
+					return
+				}
+				if _, err := io.CopyN(io.Discard, br, n); err != nil {
+					return
+				}
 			case verb == "QUIT":
 				c.Write([]byte("221 bye\r\n"))
 				return
