@@ -67,6 +67,11 @@ func (c *Client) sendChunks(ctx context.Context, m *Message, lines []string, res
 			return err
 		}
 		cs.replied++
+		if r.Code == 500 || r.Code == 502 || r.Code == 504 {
+			// Whatever it made of the chunk's octets, it did not take
+			// them as a chunk: nothing it says from here is in step.
+			return c.fail(fmt.Errorf("%w: %s", ErrBDATUnknown, smtp.Printable(r.Error())))
+		}
 		switch {
 		case !ok(mail):
 			// The RCPT replies are 503s about the missing MAIL; the

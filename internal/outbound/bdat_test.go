@@ -120,3 +120,31 @@ func TestBDATRefusals(t *testing.T) {
 		})
 	}
 }
+
+// A server that offers CHUNKING but does not know BDAT reads the chunk's
+// octets as commands: the connection is given up at its 500, and the
+// message goes at once over a new connection with DATA, as does the next
+// one to that server.
+func TestBDATUnknownFallsBackToDATA(t *testing.T) {
+	f := &fake{NoBDAT: true}
+	d := chunkingServer(t, f)
+	wantStatus(t, deliver(d, env("a@posthorn.test", plainMsg, "b@example.net"), plainMsg), queue.Delivered)
+	msgs := f.messages()
+	if len(msgs) != 1 || msgs[0].Conn != 2 || msgs[0].Body != plainMsg {
+		t.Fatalf("server got %+v, want the message intact over connection 2", msgs)
+	}
+	d.Close() // the next message needs a new connection
+	wantStatus(t, deliver(d, env("a@posthorn.test", plainMsg, "c@example.net"), plainMsg), queue.Delivered)
+	var bdats []string
+	for _, c := range f.commands() {
+		if strings.Contains(c, ": BDAT") {
+			bdats = append(bdats, c)
+		}
+	}
+	if len(bdats) != 1 || !strings.HasPrefix(bdats[0], "1: ") {
+		t.Errorf("BDAT sent %q, want once, on connection 1", bdats)
+	}
+	if n := f.connCount(); n != 3 {
+		t.Errorf("%d connections, want 3", n)
+	}
+}

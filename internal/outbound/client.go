@@ -122,6 +122,9 @@ type ClientOptions struct {
 	// accepted recipient after the message data.
 	LMTP     bool
 	Timeouts Timeouts
+	// NoChunking sends DATA even to a server that offers CHUNKING: one
+	// that answered BDAT as an unknown command (ErrBDATUnknown).
+	NoChunking bool
 }
 
 // Errors of the client besides replies (*ReplyError) and network errors.
@@ -134,6 +137,12 @@ var (
 	ErrBroken = errors.New("outbound: connection unusable after an earlier error")
 	// ErrBadCommand: a command argument would contain CR or LF.
 	ErrBadCommand = errors.New("outbound: command argument contains CR or LF")
+	// ErrBDATUnknown: the server offered CHUNKING but answered BDAT as a
+	// command it does not know (500, 502, 504), so it took the chunk's
+	// octets for commands and the dialogue is out of step: the
+	// connection is given up. The message was not taken; send it again
+	// with DATA (ClientOptions.NoChunking).
+	ErrBDATUnknown = errors.New("outbound: the server offers CHUNKING but does not know BDAT")
 	// ErrStale: the RSET that Send put in front of a transaction on a
 	// reused connection (ResetFirst) got no 250. Nothing of the
 	// transaction took effect: it may be tried again on a new connection.
@@ -542,7 +551,7 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 		}
 	}
 
-	if c.ext.Pipelining && c.ext.Chunking && !c.o.LMTP {
+	if c.ext.Pipelining && c.ext.Chunking && !c.o.LMTP && !c.o.NoChunking {
 		return c.sendChunks(ctx, m, lines, res)
 	}
 

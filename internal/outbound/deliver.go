@@ -153,6 +153,24 @@ type Deliverer struct {
 	log   *slog.Logger
 	pool  *pool
 	limit *limiter
+	// noChunking: server addresses that offered CHUNKING but answered BDAT
+	// as an unknown command, and until when they get DATA instead.
+	noChunking sync.Map // netip.Addr → time.Time
+}
+
+// noChunkingFor is how long a server that did not know BDAT gets DATA.
+const noChunkingFor = 24 * time.Hour
+
+func (d *Deliverer) chunkingBroken(a netip.Addr) bool {
+	v, ok := d.noChunking.Load(a)
+	if !ok {
+		return false
+	}
+	if time.Now().After(v.(time.Time)) {
+		d.noChunking.Delete(a)
+		return false
+	}
+	return true
 }
 
 // New returns a Deliverer. Close it to say goodbye to idle connections.
@@ -447,18 +465,22 @@ hosts:
 			}
 			ap := netip.AddrPortFrom(a, uint16(port))
 			s, detail := g.session(host, ap, hpol, true)
-			for s != nil {
+			for again := false; s != nil; again = true {
 				g.noteTLS(s)
 				pending = g.transact(s, pending)
 				g.d.done(s)
-				if !s.stale {
-					if s.reused {
+				if !s.stale || again {
+					// Once only: a new connection is not stale, and
+					// one to a server that did not know BDAT sends
+					// DATA.
+					if s.reused && !s.stale {
 						g.report(s.tls, true)
 					}
 					break
 				}
-				// A pooled connection that died while idle: nothing
-				// was sent, so once more on a new one.
+				// A pooled connection that died while idle, or a
+				// server that did not know BDAT: the message was not
+				// taken, so once more on a new connection.
 				d.log.Debug("reused connection no longer usable; connecting again", "id", g.m.env.ID, "server", s.where(), "err", errText(s.c.Err()))
 				s, detail = g.session(host, ap, hpol, false)
 			}
@@ -607,7 +629,7 @@ func (g *group) connect(key poolKey, pol TLSPolicy, useTLS bool) (s *sess, detai
 	if err != nil {
 		return nil, localDetail("4.4.1", "connect to "+where+":"+strconv.Itoa(int(key.addr.Port()))+": "+errText(err)), false
 	}
-	c, err := NewClient(ctx, conn, ClientOptions{Hostname: d.o.Hostname, Timeouts: d.o.Timeouts})
+	c, err := NewClient(ctx, conn, ClientOptions{Hostname: d.o.Hostname, Timeouts: d.o.Timeouts, NoChunking: d.chunkingBroken(key.addr.Addr())})
 	fail := func(err error, what string) (*sess, string, bool) {
 		var re *ReplyError
 		if errors.As(err, &re) {
@@ -831,6 +853,16 @@ func (g *group) transact(s *sess, pending []int) []int {
 		resps, err := s.c.Send(ctx, msg)
 		body.Close()
 		if errors.Is(err, ErrStale) {
+			s.stale = true
+			return append(append(still, chunk...), pending...)
+		}
+		if errors.Is(err, ErrBDATUnknown) {
+			// It did not take the message: again at once, with DATA.
+			d.noChunking.Store(s.key.addr.Addr(), time.Now().Add(noChunkingFor))
+			d.log.Warn("server offers CHUNKING but does not know BDAT; sending it DATA for 24 hours", "id", env.ID, "server", s.where(), "err", errText(err))
+			for _, p := range chunk {
+				g.detail[p] = localDetail("4.5.0", s.where()+": offers CHUNKING but answered BDAT as an unknown command: "+errText(err))
+			}
 			s.stale = true
 			return append(append(still, chunk...), pending...)
 		}

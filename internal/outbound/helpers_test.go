@@ -97,7 +97,10 @@ type fake struct {
 	// Chunk is the reply to a BDAT chunk that is not the last; default
 	// 250. Any other ends the transaction: later chunks get 503.
 	Chunk string
-	Users map[string]string // AUTH PLAIN accounts; nil: no AUTH
+	// NoBDAT: BDAT is an unknown command (500), its octets read as
+	// commands, as by a server that offers CHUNKING wrongly.
+	NoBDAT bool
+	Users  map[string]string // AUTH PLAIN accounts; nil: no AUTH
 
 	mu     sync.Mutex
 	conns  int
@@ -283,6 +286,10 @@ func (f *fake) session(t *testing.T, c net.Conn, n int) {
 				return
 			}
 		case "BDAT":
+			if f.NoBDAT {
+				w("500 5.5.2 what?\r\n")
+				continue
+			}
 			// RFC 3030: the chunk is read whatever the reply.
 			size, last, _ := strings.Cut(arg, " ")
 			n, err := strconv.Atoi(size)
