@@ -95,24 +95,12 @@ func (c *Client) sendChunks(ctx context.Context, m *Message, lines []string, res
 		return nil
 	}
 
-	stop := c.stage(ctx, to.DataBlock)
-	c.writeTimeout = to.DataBlock
-	cw := smtp.NewChunkWriter(cs.bw)
-	_, err := bufpool.Copy(cw, m.Body)
-	if err == nil {
-		err = cw.Close()
-	}
-	if err == nil {
-		err = cs.bw.Flush()
-	}
-	if err == nil {
-		err = cs.send(cs.buf, true)
-	}
-	if err == nil && cs.sent > 1 {
-		err = c.bw.Flush()
-	}
-	c.writeTimeout = 0
-	stop()
+	err := c.writeBody(ctx, smtp.NewChunkWriter(cs.bw), cs.bw, m.Body, func() error {
+		if err := cs.send(cs.buf, true); err != nil || cs.sent == 1 {
+			return err // a lone chunk was sent with the envelope's round trip
+		}
+		return c.bw.Flush()
+	})
 	switch {
 	case errors.Is(err, errTransactionOver):
 		if !cs.last {

@@ -629,20 +629,7 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 		return res, c.Reset(ctx)
 	}
 
-	// The message: the write deadline moves with every block written.
-	stop := c.stage(ctx, to.DataBlock)
-	c.writeTimeout = to.DataBlock
-	dw := smtp.NewDataWriter(c.bw)
-	_, werr := bufpool.Copy(dw, m.Body)
-	if werr == nil {
-		werr = dw.Close()
-	}
-	if werr == nil {
-		werr = c.bw.Flush()
-	}
-	c.writeTimeout = 0
-	stop()
-	if werr != nil {
+	if werr := c.writeBody(ctx, smtp.NewDataWriter(c.bw), c.bw, m.Body, nil); werr != nil {
 		// A half-sent message cannot be taken back: the connection goes.
 		return res, c.fail(ctxErr(ctx, fmt.Errorf("sending message data: %w", werr)))
 	}
@@ -671,6 +658,29 @@ func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 		res[i] = Response{Command: EndOfData, Reply: r}
 	}
 	return res, nil
+}
+
+// writeBody copies body through w (DATA's or BDAT's writer, see
+// smtp.DataWriter), flushes bw and then runs after, if any, all under the
+// data block timeout, whose write deadline moves with every block written.
+func (c *Client) writeBody(ctx context.Context, w *smtp.DataWriter, bw *bufio.Writer, body io.Reader, after func() error) error {
+	stop := c.stage(ctx, c.o.Timeouts.DataBlock)
+	c.writeTimeout = c.o.Timeouts.DataBlock
+	defer func() {
+		c.writeTimeout = 0
+		stop()
+	}()
+	_, err := bufpool.Copy(w, body)
+	if err == nil {
+		err = w.Close()
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil && after != nil {
+		err = after()
+	}
+	return err
 }
 
 // queueEnvelope buffers, for one pipelined write, RSET when ResetFirst

@@ -147,63 +147,64 @@ func TestDataReaderSmugglingSequences(t *testing.T) {
 	}
 }
 
-func TestDataWriterNormalisesAndStuffs(t *testing.T) {
-	cases := map[string]string{
-		"a\r\nb\r\n":     "a\r\nb\r\n.\r\n",
-		"a\nb":           "a\r\nb\r\n.\r\n",
-		".x\n..y\r\n.":   "..x\r\n...y\r\n..\r\n.\r\n",
-		"a\rb\r":         "a\r\nb\r\n.\r\n",
-		"a\r\n.\r\nQUIT": "a\r\n..\r\nQUIT\r\n.\r\n",
-		"":               ".\r\n",
-		"a\r\r\n.\r\r\n": "a\r\n\r\n..\r\n\r\n.\r\n",
-	}
-	for in, want := range cases {
-		var buf bytes.Buffer
-		bw := bufio.NewWriter(&buf)
-		w := NewDataWriter(bw)
-		// Write byte by byte to exercise state across writes.
-		for i := 0; i < len(in); i++ {
-			w.Write([]byte{in[i]})
-		}
-		w.Close()
-		bw.Flush()
-		if buf.String() != want {
-			t.Errorf("%q: got %q, want %q", in, buf.String(), want)
-		}
-		// What we write, a strict reader takes whole, ending exactly at our end.
-		if _, err, rest := readData(t, buf.String()+"NEXT", 0, 0); err != nil || rest != "NEXT" {
-			t.Errorf("%q: strict reader refused our output: %v, rest %q", in, err, rest)
+// DATA: line endings made CRLF, leading dots doubled, the final dot line.
+// BDAT, where the length frames the data: the same line endings, the dots
+// as they are, nothing marking the end.
+func TestDataAndChunkWritersNormalise(t *testing.T) {
+	for _, c := range []struct{ in, data, chunk string }{
+		{"a\r\nb\r\n", "a\r\nb\r\n.\r\n", "a\r\nb\r\n"},
+		{"a\nb", "a\r\nb\r\n.\r\n", "a\r\nb\r\n"},
+		{".x\n..y\r\n.", "..x\r\n...y\r\n..\r\n.\r\n", ".x\r\n..y\r\n.\r\n"},
+		{"a\rb\r", "a\r\nb\r\n.\r\n", "a\r\nb\r\n"},
+		{"a\r\n.\r\nQUIT", "a\r\n..\r\nQUIT\r\n.\r\n", "a\r\n.\r\nQUIT\r\n"},
+		{"", ".\r\n", ""},
+		{"a\r\r\n.\r\r\n", "a\r\n\r\n..\r\n\r\n.\r\n", "a\r\n\r\n.\r\n\r\n"},
+	} {
+		// Byte by byte, to exercise the state across writes, and whole.
+		for _, step := range []int{1, len(c.in) + 1} {
+			got := string(writeParts(t, NewDataWriter, split(c.in, step)...))
+			if got != c.data {
+				t.Errorf("DATA %q in writes of %d: got %q, want %q", c.in, step, got, c.data)
+			}
+			// What we write, a strict reader takes whole, ending exactly at our end.
+			if _, err, rest := readData(t, got+"NEXT", 0, 0); err != nil || rest != "NEXT" {
+				t.Errorf("%q: strict reader refused our output: %v, rest %q", c.in, err, rest)
+			}
+			if got := string(writeParts(t, NewChunkWriter, split(c.in, step)...)); got != c.chunk {
+				t.Errorf("BDAT %q in writes of %d: got %q, want %q", c.in, step, got, c.chunk)
+			}
 		}
 	}
 }
 
-// For BDAT the length frames the data: line endings are normalized as for
-// DATA, but dots stay as they are and nothing marks the end.
-func TestChunkWriterNormalisesWithoutStuffing(t *testing.T) {
-	cases := map[string]string{
-		"a\r\nb\r\n":     "a\r\nb\r\n",
-		"a\nb":           "a\r\nb\r\n",
-		".x\n..y\r\n.":   ".x\r\n..y\r\n.\r\n",
-		"a\rb\r":         "a\r\nb\r\n",
-		"a\r\n.\r\nQUIT": "a\r\n.\r\nQUIT\r\n",
-		"":               "",
-		"a\r\r\n.\r\r\n": "a\r\n\r\n.\r\n\r\n",
-	}
-	for in, want := range cases {
-		for _, step := range []int{1, len(in) + 1} {
-			var buf bytes.Buffer
-			bw := bufio.NewWriter(&buf)
-			w := NewChunkWriter(bw)
-			for i := 0; i < len(in); i += step {
-				w.Write([]byte(in[i:min(i+step, len(in))]))
-			}
-			w.Close()
-			bw.Flush()
-			if buf.String() != want {
-				t.Errorf("%q in writes of %d: got %q, want %q", in, step, buf.String(), want)
-			}
+// writeParts writes parts through a writer that newW makes over a small
+// buffer, closes it and returns what came out.
+func writeParts(t *testing.T, newW func(*bufio.Writer) *DataWriter, parts ...[]byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	bw := bufio.NewWriterSize(&buf, 16)
+	w := newW(bw)
+	for _, p := range parts {
+		if n, err := w.Write(p); n != len(p) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", p, n, err)
 		}
 	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := bw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// split cuts s into parts of n octets (the last may be shorter).
+func split(s string, n int) [][]byte {
+	var parts [][]byte
+	for i := 0; i < len(s); i += n {
+		parts = append(parts, []byte(s[i:min(i+n, len(s))]))
+	}
+	return parts
 }
 
 func TestReadReplyCleansControlCharacters(t *testing.T) {

@@ -1,7 +1,6 @@
 package smtp
 
 import (
-	"bufio"
 	"bytes"
 	"testing"
 )
@@ -65,24 +64,12 @@ func FuzzDataWriter(f *testing.F) {
 		ref.write(in)
 		ref.close()
 
-		var buf bytes.Buffer
-		bw := bufio.NewWriterSize(&buf, 16)
-		w := NewDataWriter(bw)
 		a := min(int(cut1), len(in))
 		b := min(a+int(cut2), len(in))
-		for _, part := range [][]byte{in[:a], in[a:b], in[b:]} {
-			if n, err := w.Write(part); n != len(part) || err != nil {
-				t.Fatalf("Write(%q) = %d, %v", part, n, err)
-			}
+		out := writeParts(t, NewDataWriter, in[:a], in[a:b], in[b:])
+		if !bytes.Equal(out, ref.w.Bytes()) {
+			t.Fatalf("input %q split at %d, %d:\n got %q\nwant %q", in, a, b, out, ref.w.Bytes())
 		}
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		bw.Flush()
-		if !bytes.Equal(buf.Bytes(), ref.w.Bytes()) {
-			t.Fatalf("input %q split at %d, %d:\n got %q\nwant %q", in, a, b, buf.Bytes(), ref.w.Bytes())
-		}
-		out := buf.Bytes()
 		for i, c := range out {
 			if c == '\n' && (i == 0 || out[i-1] != '\r') || c == '\r' && (i+1 >= len(out) || out[i+1] != '\n') {
 				t.Fatalf("bare line ending in %q", out)
@@ -91,25 +78,14 @@ func FuzzDataWriter(f *testing.F) {
 
 		// For BDAT the same octets without the DATA framing: the
 		// final dot line gone and each stuffed dot undone.
-		var chunk bytes.Buffer
-		cbw := bufio.NewWriterSize(&chunk, 16)
-		cw := NewChunkWriter(cbw)
-		for _, part := range [][]byte{in[:a], in[a:b], in[b:]} {
-			if n, err := cw.Write(part); n != len(part) || err != nil {
-				t.Fatalf("chunk Write(%q) = %d, %v", part, n, err)
-			}
-		}
-		if err := cw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		cbw.Flush()
+		chunk := writeParts(t, NewChunkWriter, in[:a], in[a:b], in[b:])
 		want := bytes.TrimSuffix(out, []byte(".\r\n"))
 		var unstuffed []byte
 		for line := range bytes.SplitAfterSeq(want, []byte("\r\n")) {
 			unstuffed = append(unstuffed, bytes.TrimPrefix(line, []byte("."))...)
 		}
-		if !bytes.Equal(chunk.Bytes(), unstuffed) {
-			t.Fatalf("input %q split at %d, %d, for BDAT:\n got %q\nwant %q", in, a, b, chunk.Bytes(), unstuffed)
+		if !bytes.Equal(chunk, unstuffed) {
+			t.Fatalf("input %q split at %d, %d, for BDAT:\n got %q\nwant %q", in, a, b, chunk, unstuffed)
 		}
 	})
 }
