@@ -514,11 +514,11 @@ type Response struct {
 // (all in one write when the server offers PIPELINING, RFC 2920), then
 // the message; to an SMTP server that also offers CHUNKING, MAIL, the
 // RCPTs and the message in BDAT chunks instead, a message of up to 64 KiB
-// in the same write (sendChunks). It returns one Response per recipient, in order. A refusing
-// reply is not an error; the error is about the connection (network,
-// timeout, protocol) and then the recipients without a reply have Code 0.
-// After Send the connection is ready for another transaction, unless it
-// is no longer Usable.
+// in the same write (sendChunks). It returns one Response per recipient,
+// in order. A refusing reply is not an error; the error is about the
+// connection (network, timeout, protocol) and then the recipients without
+// a reply have Code 0. After Send the connection is ready for another
+// transaction, unless it is no longer Usable.
 func (c *Client) Send(ctx context.Context, m *Message) ([]Response, error) {
 	res := make([]Response, len(m.Rcpts))
 	if c.broken != nil {
