@@ -7,6 +7,7 @@ import (
 
 	"github.com/posthorn/posthorn/internal/dns/dnstest"
 	"github.com/posthorn/posthorn/internal/queue"
+	"github.com/posthorn/posthorn/internal/smtpserver"
 )
 
 var chunkingExt = append(slices.Clone(defaultExt), "CHUNKING")
@@ -146,5 +147,29 @@ func TestBDATUnknownFallsBackToDATA(t *testing.T) {
 	}
 	if n := f.connCount(); n != 3 {
 		t.Errorf("%d connections, want 3", n)
+	}
+}
+
+// A message of several chunks to posthorn's own server, which offers
+// CHUNKING: it arrives byte for byte, its lines with leading dots too.
+func TestBDATLongMessageToPosthorn(t *testing.T) {
+	port, lns := listenSamePort(t, "127.0.0.2")
+	p := startPosthorn(t, lns[0], smtpserver.RoleSMTP, "example.net", nil)
+	r := dnstest.NewResolver(dnstest.Zone{"example.net": {A: []string{"127.0.0.2"}}})
+	d := newDeliverer(t, testOptions(t, r, port))
+	var b strings.Builder
+	b.WriteString("From: a@posthorn.test\r\nTo: b@example.net\r\nSubject: long\r\n\r\n")
+	for i := 0; b.Len() < 3*bdatChunk+1000; i++ {
+		b.WriteString(".line " + itoa(i) + " " + strings.Repeat("z", i%90) + "\r\n")
+	}
+	msg := b.String()
+	wantStatus(t, deliver(d, env("a@posthorn.test", msg, "b@example.net"), msg), queue.Delivered)
+	envs := p.envelopes()
+	if len(envs) != 1 {
+		t.Fatalf("%d messages at posthorn, want 1", len(envs))
+	}
+	body := p.body(t, envs[0])
+	if _, got, ok := strings.Cut(body, "\r\nFrom: "); !ok || "From: "+got != msg {
+		t.Errorf("body not byte-exact (%d octets, want %d after the Received field)", len(body), len(msg))
 	}
 }
