@@ -117,7 +117,13 @@ func (p *sparePool) wake() {
 func (p *sparePool) get() (spare, error) {
 	select {
 	case sp := <-p.spares:
-		p.wake()
+		// Wake the filler only when it has something to do (its run
+		// loop refills at half the target; recycled files wake it
+		// themselves): a wake per message cost a goroutine switch,
+		// often a thread wake-up, on the path to every 250.
+		if len(p.spares) <= int(p.target.Load())/2 {
+			p.wake()
+		}
 		if !sp.stale() {
 			return sp, nil
 		}
