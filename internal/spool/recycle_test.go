@@ -419,9 +419,10 @@ func TestLargeFinishedFileIsEmptiedForReuse(t *testing.T) {
 		}
 	}
 	// Both files stay, under new names, wherever the pool keeps them by
-	// now: the filler, woken by the Creates, may already have moved them
-	// from recycled into the spares (which made this test flaky when it
-	// looked at recycled only). Found by inode.
+	// now: the filler, still filling the pool the first Create found
+	// empty, may already have moved them from recycled into the spares
+	// (which made this test flaky when it looked at recycled only).
+	// Found by inode.
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
 		t.Fatal(err)
