@@ -11,6 +11,7 @@ package obs
 
 import (
 	"net/http"
+	"regexp"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type Metrics struct {
 	dirSyncs         prometheus.Counter
 	dirSyncBatch     prometheus.Histogram
 	dirSyncSeconds   prometheus.Histogram
+	spareMisses      prometheus.Counter
 	attempts         *prometheus.CounterVec
 	deliverySeconds  prometheus.Histogram
 	remoteDeliveries *prometheus.CounterVec
@@ -43,15 +45,23 @@ type Metrics struct {
 	queueSizes func() map[string]int
 }
 
+// schedLatencies selects the runtime metric of goroutines' waits for a CPU.
+var schedLatencies = regexp.MustCompile(`^/sched/latencies:seconds$`)
+
 // QueueStates are the states posthorn_queue_messages reports, always all of
 // them (a state with no message is 0, not absent).
 var QueueStates = []string{"active", "ready", "deferred", "hold"}
 
 // New returns the metrics, registered with the Go runtime and process
-// collectors (memory, goroutines, file descriptors).
+// collectors (memory, goroutines, file descriptors), the runtime's also
+// giving go_sched_latencies_seconds: how long goroutines that could run
+// waited for a CPU. On a busy server that is where the time from the end
+// of DATA to the 250 goes when it grows (bench/results, 2026-12-07).
 func New() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
-	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.GoRuntimeMetricsRule{Matcher: schedLatencies})),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := factory{m.reg}
 	m.connections = f.counterVec("posthorn_smtp_connections_total",
 		"SMTP connections by listener and admission outcome (accepted, refused_limit_total, refused_limit_ip).", "listener", "outcome")
@@ -77,6 +87,8 @@ func New() *Metrics {
 		[]float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512})
 	m.dirSyncSeconds = f.histogram("posthorn_spool_dir_sync_seconds",
 		"Duration of one spool directory fsync.", prometheus.ExponentialBucketsRange(10e-6, 1, 16))
+	m.spareMisses = f.counter("posthorn_spool_spare_misses_total",
+		"Messages whose spool file was not ready when DATA or BDAT began: the session took or made one and waited for a directory fsync before answering. Steadily rising: files are made on the way to the replies.")
 	m.attempts = f.counterVec("posthorn_queue_delivery_attempts_total",
 		"Delivery attempts per recipient, by result (delivered, deferred, failed, expired).", "result")
 	m.deliverySeconds = f.histogram("posthorn_queue_delivery_seconds",
@@ -169,6 +181,14 @@ func (m *Metrics) DirSync(batch int, took time.Duration) {
 	m.dirSyncs.Inc()
 	m.dirSyncBatch.Observe(float64(batch))
 	m.dirSyncSeconds.Observe(took.Seconds())
+}
+
+// SpareMiss counts a message whose spool file was not ready.
+func (m *Metrics) SpareMiss() {
+	if m == nil {
+		return
+	}
+	m.spareMisses.Inc()
 }
 
 // queue.Metrics

@@ -142,6 +142,9 @@ func (p *sparePool) get() (spare, error) {
 	}
 	// Take a reserved file or make one now; its name must be durable
 	// before it is written to.
+	if m := p.s.metrics; m != nil {
+		m.SpareMiss()
+	}
 	var sp spare
 	if r := p.takeReserve(1, nil); len(r) > 0 {
 		sp = r[0]

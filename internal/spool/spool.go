@@ -206,6 +206,7 @@ type Spool struct {
 	dir     string // <Dir>/queue
 	corrupt string // <Dir>/corrupt
 	log     *slog.Logger
+	metrics Metrics // may be nil
 	lock    *os.File
 	syncer  *dirSyncer
 	pool    *sparePool
@@ -238,6 +239,7 @@ func Open(opts Options) (*Spool, error) {
 		dir:     filepath.Join(opts.Dir, "queue"),
 		corrupt: filepath.Join(opts.Dir, "corrupt"),
 		log:     logger,
+		metrics: opts.Metrics,
 	}
 	s.ids.init()
 	for _, d := range []string{opts.Dir, s.dir, s.corrupt} {
